@@ -1,0 +1,20 @@
+# One front door for the project's tasks; CI (.ci/run) calls these targets too.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+test: ## Install what is missing, start the real test environment, run every test, stop it
+	@scripts/test.sh
+
+lint: ## cargo fmt --check and clippy -D warnings, as CI runs them
+	@scripts/lint.sh
+
+testenv-up: ## Start the test environment and print its env file (left running)
+	@e2e/testenv/testenv up
+
+testenv-down: ## Stop the test environment
+	@e2e/testenv/testenv down
+
+.PHONY: help test lint testenv-up testenv-down
