@@ -51,6 +51,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("{:<44} {:>10.0}", "open (key setup, AAD rebuild, AEAD verify)", open_ns);
     println!("{:<44} {:>10.0}", "baseline: bare AEAD encrypt, prepared key", raw_ns);
     println!("{:<44} {:>10.0}", "baseline: SHA-256 of 64 bytes", sha_ns);
-    println!("ratio seal/bare-encrypt: {:.2}x, open/bare-encrypt: {:.2}x", seal_ns / raw_ns, open_ns / raw_ns);
+    println!(
+        "ratio seal/bare-encrypt: {:.2}x, open/bare-encrypt: {:.2}x",
+        seal_ns / raw_ns,
+        open_ns / raw_ns
+    );
     Ok(())
 }
