@@ -12,12 +12,21 @@ cd "$REPO_ROOT"
 export HV_TESTENV_DIR="${HV_TESTENV_DIR_TEST:-/tmp/hyperion-vault-test-$$}"
 TESTENV="$REPO_ROOT/e2e/testenv/testenv"
 started=$(date +%s)
+LOG=$(mktemp /tmp/hyperion-vault-test-log.XXXXXX)
 cleanup() {
   local rc=$?
   "$TESTENV" down >/dev/null 2>&1 || true
-  printf '\n==> total %ss, exit %s\n' "$(( $(date +%s) - started ))" "$rc"
+  printf '\n==> %ss, exit %s\n' "$(( $(date +%s) - started ))" "$rc"
+  # One closing line for the whole run: every cargo test binary, the smoke and chart suites.
+  awk '
+    /^test result: / { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+    /^([a-z]+: )?[0-9]+ passed, [0-9]+ failed$/ { n = split($0, w, " "); for (i = 1; i <= n; i++) { if (w[i+1] ~ /^passed/) p += w[i]; if (w[i+1] ~ /^failed/) f += w[i] } }
+    END { printf "all: %d passed, %d failed\n", p, f }' "$LOG"
+  rm -f "$LOG"
 }
 trap cleanup EXIT
+# Runs a command with its output also captured for the closing summary.
+run() { "$@" 2>&1 | tee -a "$LOG"; return "${PIPESTATUS[0]}"; }
 
 step "install test tooling (idempotent)"
 "$TESTENV" install
@@ -26,7 +35,7 @@ step "build the workspace"
 cargo build --workspace --all-targets --locked
 
 step "unit tests"
-cargo test --workspace --locked
+run cargo test --workspace --locked
 
 step "start the test environment in $HV_TESTENV_DIR"
 "$TESTENV" up
@@ -34,7 +43,7 @@ step "start the test environment in $HV_TESTENV_DIR"
 source "$HV_TESTENV_DIR/env"
 
 step "smoke suite: every real part answers"
-"$REPO_ROOT/e2e/testenv/smoke.sh"
+run "$REPO_ROOT/e2e/testenv/smoke.sh"
 
 step "integration tests against the test environment"
-cargo test --workspace --locked -- --ignored --test-threads="${HV_TEST_THREADS:-4}"
+run cargo test --workspace --locked -- --ignored --test-threads="${HV_TEST_THREADS:-4}"
