@@ -5,6 +5,12 @@ SHELL := /bin/bash
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
+run: ## Run the product on its embedded default: control plane, PostgreSQL pair, KMS, controller, API
+	@scripts/run.sh
+
+stop: ## Stop everything `make run` started
+	@scripts/run.sh down
+
 test: ## Install what is missing, start the real test environment, run every test, stop it
 	@scripts/test.sh
 
@@ -17,4 +23,4 @@ testenv-up: ## Start the test environment and print its env file (left running)
 testenv-down: ## Stop the test environment
 	@e2e/testenv/testenv down
 
-.PHONY: help test lint testenv-up testenv-down
+.PHONY: help run stop test lint testenv-up testenv-down
