@@ -45,5 +45,8 @@ source "$HV_TESTENV_DIR/env"
 step "smoke suite: every real part answers"
 run "$REPO_ROOT/e2e/testenv/smoke.sh"
 
+step "chart: lint, template with every values file, install --dry-run against the apiserver"
+run "$REPO_ROOT/scripts/chart-check.sh"
+
 step "integration tests against the test environment"
 run cargo test --workspace --locked -- --ignored --test-threads="${HV_TEST_THREADS:-4}"

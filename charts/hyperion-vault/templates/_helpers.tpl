@@ -46,18 +46,20 @@ app.kubernetes.io/component: {{ .component }}
 {{- end -}}
 {{- end -}}
 
-{{/* Database and KMS settings shared by both components. */}}
+{{/* Database and KMS settings of one component: include with (dict "ctx" $ "secret" <db Secret name>). */}}
 {{- define "hv.storeEnv" -}}
+{{- $secret := .secret }}
+{{- with .ctx }}
 - name: VAULT_PG_HOSTS
-  valueFrom: {secretKeyRef: {name: {{ .Values.database.existingSecret }}, key: hosts}}
+  valueFrom: {secretKeyRef: {name: {{ $secret }}, key: hosts}}
 - name: VAULT_PG_PORT
-  valueFrom: {secretKeyRef: {name: {{ .Values.database.existingSecret }}, key: port, optional: true}}
+  valueFrom: {secretKeyRef: {name: {{ $secret }}, key: port, optional: true}}
 - name: VAULT_PG_USER
-  valueFrom: {secretKeyRef: {name: {{ .Values.database.existingSecret }}, key: user}}
+  valueFrom: {secretKeyRef: {name: {{ $secret }}, key: user}}
 - name: VAULT_PG_PASSWORD
-  valueFrom: {secretKeyRef: {name: {{ .Values.database.existingSecret }}, key: password}}
+  valueFrom: {secretKeyRef: {name: {{ $secret }}, key: password}}
 - name: VAULT_PG_DBNAME
-  valueFrom: {secretKeyRef: {name: {{ .Values.database.existingSecret }}, key: dbname}}
+  valueFrom: {secretKeyRef: {name: {{ $secret }}, key: dbname}}
 - name: VAULT_PG_SSLMODE
   value: {{ .Values.database.sslMode | quote }}
 {{- if eq .Values.database.sslMode "verify-full" }}
@@ -87,6 +89,7 @@ app.kubernetes.io/component: {{ .component }}
   value: {{ .Values.kms.dekCacheTtlSeconds | quote }}
 - name: VAULT_KMS_MAX_RETRIES
   value: {{ .Values.kms.maxRetries | quote }}
+{{- end }}
 {{- end -}}
 
 {{- define "hv.storeVolumeMounts" -}}
