@@ -49,4 +49,9 @@ step "chart: lint, template with every values file, install --dry-run against th
 run "$REPO_ROOT/scripts/chart-check.sh"
 
 step "integration tests against the test environment"
-run cargo test --workspace --locked -- --ignored --test-threads="${HV_TEST_THREADS:-4}"
+# Benchmarks are on demand (make bench), not part of the test run.
+run cargo test --workspace --locked -- --ignored --test-threads="${HV_TEST_THREADS:-4}" \
+  --skip scale_1000_vaultsecrets
+
+step "the user's path end to end: make run, chart RBAC sufficient and used"
+run "$REPO_ROOT/e2e/user_path.sh"

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# On-demand benchmarks against a private test environment. Each prints what it measured next to
+# a baseline taken in the same run (this machine is shared and noisy, so compare ratios).
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+cd "$REPO_ROOT"
+export HV_TESTENV_DIR="${HV_TESTENV_DIR_BENCH:-/tmp/hyperion-vault-bench-$$}"
+TESTENV="$REPO_ROOT/e2e/testenv/testenv"
+trap '"$TESTENV" down >/dev/null 2>&1 || true' EXIT
+"$TESTENV" up >/dev/null
+# shellcheck disable=SC1091
+source "$HV_TESTENV_DIR/env"
+
+step "core: seal/open of a 64-byte value"
+cargo run --locked --release -q -p hyperion-vault-core --example envelope_bench
+step "store: read-current throughput vs pgbench point-select"
+cargo run --locked --release -q -p hyperion-vault-store --example read_bench
+step "controller: 1,000 VaultSecrets to Ready, then 1,000 rotations due at once"
+cargo test --locked --release -q -p hyperion-vault-controller --test scale -- --ignored --nocapture
