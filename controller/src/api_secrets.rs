@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyperion_vault_store::model::{Owner, RotateOutcome};
+use hyperion_vault_store::model::{DueFilter, RotateOutcome};
 use jiff::Timestamp;
 use tracing::{info, warn};
 
@@ -29,9 +29,9 @@ pub async fn run(ctx: Arc<Context>, every: Duration) {
 /// One pass: rotate due API-owned secrets, then shred every version whose grace has ended.
 pub async fn sweep(ctx: &Context) {
     let now = Timestamp::now();
-    match ctx.store.due_rotations(now, BATCH).await {
+    match ctx.store.due_rotations(now, DueFilter::ApiOwned, BATCH).await {
         Ok(due) => {
-            for d in due.into_iter().filter(|d| d.owner == Owner::Api) {
+            for d in due {
                 match ctx.store.rotate(&d.name, d.current_version, None, now).await {
                     Ok(RotateOutcome::Rotated { version, .. }) => {
                         ctx.metrics.rotated("api_schedule");

@@ -24,6 +24,8 @@ pub enum Error {
     ReadHistory(#[source] StoreError),
     #[error("failed to delete the vault secret")]
     DeleteSecret(#[source] StoreError),
+    #[error("failed to hand the retained vault secret over to the API")]
+    ReleaseSecret(#[source] StoreError),
     #[error("failed to generate a value")]
     GenerateValue(#[source] hyperion_vault_core::generator::GeneratorError),
     #[error("failed to read the source Secret")]
@@ -47,7 +49,8 @@ impl Error {
             | Self::CompareSource(e)
             | Self::ExpireGrace(e)
             | Self::ReadHistory(e)
-            | Self::DeleteSecret(e) => store_category(e),
+            | Self::DeleteSecret(e)
+            | Self::ReleaseSecret(e) => store_category(e),
             Self::GenerateValue(_) => "generator",
             Self::ReadSource(_) | Self::ApplyStatus(_) => "kube",
             Self::MissingObjectField(_) => "invalid_object",
@@ -70,7 +73,8 @@ impl Error {
             | Self::CompareSource(e)
             | Self::ExpireGrace(e)
             | Self::ReadHistory(e)
-            | Self::DeleteSecret(e) => Some(e),
+            | Self::DeleteSecret(e)
+            | Self::ReleaseSecret(e) => Some(e),
             _ => None,
         }
     }

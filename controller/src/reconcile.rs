@@ -245,7 +245,8 @@ async fn act(vs: &VaultSecret, ctx: &Context, now: Timestamp) -> Result<Outcome,
                             )
                         }
                         Some(Owner::Api) => format!(
-                            "vault name {} is held by a secret created through the API",
+                            "vault name {} is held by an API-owned secret (created through the API, or \
+                             retained from a deleted VaultSecret); delete it through the API to free the name",
                             name.as_str()
                         ),
                         Some(other) => format!(
@@ -273,8 +274,14 @@ async fn act(vs: &VaultSecret, ctx: &Context, now: Timestamp) -> Result<Outcome,
     if let Some(source) = &source {
         match source {
             SourceValue::Present(value) if created.is_none() => {
+                // On the primary: a lagging standby would not yet see the version sealed by the
+                // previous reconcile, and the same value would be sealed again.
                 let unchanged = meta.current_version > 0
-                    && ctx.store.verify(&name, value.expose(), now).await.map_err(Error::CompareSource)?
+                    && ctx
+                        .store
+                        .verify_on_primary(&name, value.expose(), now)
+                        .await
+                        .map_err(Error::CompareSource)?
                         == Some(meta.current_version);
                 if !unchanged {
                     let trigger = if meta.current_version == 0 { "initial" } else { "source_changed" };
@@ -374,7 +381,13 @@ pub async fn cleanup(vs: Arc<VaultSecret>, ctx: &Context) -> Result<Action, Erro
     ctx.metrics.set_condition(&key, None);
     let Some(uid) = vs.uid() else { return Ok(Action::await_change()) };
     if vs.spec.deletion_policy == DeletionPolicy::Retain {
-        info!(resource = %key, "Retaining the vault secret of a deleted VaultSecret");
+        // Owned by a uid that is going away, the secret would stop rotating and nobody could
+        // manage or delete it; the API owner keeps it rotating and lets an admin do both.
+        if let Some(name) =
+            ctx.store.release_to_api(&uid, Timestamp::now()).await.map_err(Error::ReleaseSecret)?
+        {
+            info!(resource = %key, secret = %name.as_str(), "Retained the vault secret; the API owns it now");
+        }
         return Ok(Action::await_change());
     }
     let Some(meta) = ctx.store.find_by_owner_uid(&uid).await.map_err(Error::LookupSecret)? else {

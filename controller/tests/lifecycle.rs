@@ -10,6 +10,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
+use hyperion_vault_store::model::Owner;
 use jiff::Timestamp;
 
 const NEEDS: &str = "needs the testenv: run through the README test command";
@@ -295,6 +296,8 @@ async fn delete_honours_the_deletion_policy_and_releases_the_finalizer() {
         );
     }
     let store = store(&env).await;
+    let retained_uid = get_vs(&client, &ns, "keep").await.unwrap().metadata.uid.unwrap();
+    assert!(store.find_by_owner_uid(&retained_uid).await.unwrap().is_some());
     for name in ["shred", "keep"] {
         let out = kubectl(&env, &["-n", &ns, "delete", "vsec", name, "--timeout=30s"], None).await;
         assert!(out.ok, "{}", out.stderr);
@@ -303,9 +306,28 @@ async fn delete_honours_the_deletion_policy_and_releases_the_finalizer() {
     // Delete: crypto material destroyed, name freed; metadata history stays (as shredded rows).
     assert!(store.metadata(&vault_name(&ns, "shred")).await.unwrap().is_none());
     assert!(store.read_current(&vault_name(&ns, "shred")).await.unwrap().is_none());
-    // Retain: still readable.
-    let kept = store.read_current(&vault_name(&ns, "keep")).await.unwrap().unwrap();
+    // Retain: still readable, and handed over to the API (no orphan owned by a deleted uid).
+    let keep = vault_name(&ns, "keep");
+    let kept = store.read_current(&keep).await.unwrap().unwrap();
     assert_eq!(kept.version, 1);
+    assert_eq!(store.metadata(&keep).await.unwrap().unwrap().owner, Owner::Api);
+    assert!(store.find_by_owner_uid(&retained_uid).await.unwrap().is_none());
+    // A VaultSecret of the same name does not adopt it...
+    let m = "apiVersion: vault.hyperiondb.io/v1alpha1\nkind: VaultSecret\nmetadata: {name: keep}\n\
+             spec: {kind: Automatic, rotationInterval: 1h}\n";
+    assert!(kubectl(&env, &["-n", &ns, "apply", "-f", "-"], Some(m)).await.ok);
+    let vs = wait_ready(&client, &ns, "keep", "False", "NameConflict").await;
+    let message = vs.status.unwrap().conditions.into_iter().find(|c| c.type_ == "Ready").unwrap().message;
+    assert!(message.contains("API-owned"), "{message}");
+    // ...until an admin deletes the retained secret through the API (an API-owned delete).
+    assert!(store.delete(&keep, &Owner::Api, Timestamp::now()).await.unwrap());
+    let poke = ["-n", &ns, "annotate", "vsec", "keep", "test.hyperiondb.io/poke=1"];
+    assert!(kubectl(&env, &poke, None).await.ok);
+    wait_ready(&client, &ns, "keep", "True", "Sealed").await;
+    let fresh = store.metadata(&keep).await.unwrap().unwrap();
+    assert_eq!(fresh.current_version, 1, "a new secret of that name starts again at version 1");
+    assert!(matches!(fresh.owner, Owner::Resource { .. }));
+    teardown(&env, &client, &ns).await;
 }
 
 #[tokio::test]

@@ -10,7 +10,8 @@
 //! Routing: writes and management reads (metadata, history, list, due rotations, tokens, roles,
 //! lockouts, audit) use the writer pool (`target_session_attrs=read-write`, follows failover);
 //! value reads (`read_current`, `read_version`, `read_current_many`, `verify`) use the reader pool
-//! (`any`, may lag by the replication delay), falling back to the primary when it fails. Concurrent
+//! (`any`, may lag by the replication delay), falling back to the primary when it fails;
+//! `verify_on_primary` is the read-your-writes verify for answers that decide a write. Concurrent
 //! reads share the reader connections, so tokio-postgres pipelines them.
 //!
 //! Tests: `store/tests/*.rs` run against the real testenv (`e2e/testenv/testenv up`, then

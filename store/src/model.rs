@@ -207,6 +207,17 @@ pub struct MetadataUpdate {
     pub generator: Option<GeneratorSpec>,
 }
 
+/// Which owners' secrets [`crate::Store::due_rotations`] returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DueFilter {
+    /// Every owner.
+    All,
+    /// Only secrets created through the API (`owner = api`). The controller's API sweep asks
+    /// for these alone: due VaultSecret-owned rows it does not act on (stuck on an invalid spec,
+    /// say) would otherwise fill every batch and starve the API-owned ones.
+    ApiOwned,
+}
+
 /// An automatic secret whose rotation is due (from [`crate::Store::due_rotations`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DueRotation {

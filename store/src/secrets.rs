@@ -19,8 +19,8 @@ use tokio_postgres::types::ToSql;
 
 use crate::error::{self, StoreError, db, unique_violation};
 use crate::model::{
-    DueRotation, ListQuery, MetadataUpdate, NewSecret, Owner, Page, RotateOutcome, SecretKind, SecretMeta,
-    SecretValue, VersionMeta,
+    DueFilter, DueRotation, ListQuery, MetadataUpdate, NewSecret, Owner, Page, RotateOutcome, SecretKind,
+    SecretMeta, SecretValue, VersionMeta,
 };
 use crate::store::{SealedVersion, Store, with_reader, with_writer};
 
@@ -46,6 +46,20 @@ macro_rules! value_select {
          FROM vault.secrets s JOIN vault.secret_versions v ON v.secret_id = s.id "
     };
 }
+
+macro_rules! due_select {
+    () => {
+        "SELECT name, owner_kind, owner_uid, owner_namespace, owner_name, current_version, next_rotation_at \
+         FROM vault.secrets "
+    };
+}
+
+/// Live versions of a secret, newest first, for `verify`.
+const LIVE_VERSIONS: &str = concat!(
+    value_select!(),
+    "WHERE s.name = $1 AND s.deleted_at IS NULL AND v.ciphertext IS NOT NULL \
+     AND (v.expires_at IS NULL OR v.expires_at > $2) ORDER BY v.version DESC"
+);
 
 const INSERT_VERSION: &str = "INSERT INTO vault.secret_versions \
      (secret_id, version, kms_key_id, wrapped_dek, nonce, ciphertext, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)";
@@ -410,6 +424,30 @@ impl Store {
         })
     }
 
+    /// Hands the live secret owned by the VaultSecret with this uid over to the API
+    /// (`owner = api`), versions and schedule untouched: what `deletionPolicy: Retain` leaves
+    /// behind keeps rotating (the API sweep) and an admin can manage or delete it, instead of an
+    /// orphan owned by a uid that no longer exists. Idempotent: `None` if that uid owns nothing.
+    pub async fn release_to_api(
+        &self,
+        owner_uid: &str,
+        now: Timestamp,
+    ) -> Result<Option<SecretName>, StoreError> {
+        let row: Option<Row> = with_writer!(self, |client| async {
+            let stmt = client
+                .prepare_cached(
+                    "UPDATE vault.secrets SET owner_kind = 'api', owner_uid = NULL, owner_namespace = NULL, \
+                     owner_name = NULL, updated_at = GREATEST($2, updated_at) \
+                     WHERE owner_uid = $1 AND deleted_at IS NULL RETURNING name",
+                )
+                .await
+                .map_err(db("prepare the release"))?;
+            client.query_opt(&stmt, &[&owner_uid, &now]).await.map_err(db("release the secret to the API"))
+        }
+        .await)?;
+        row.map(|r| parse_name(r.get(0))).transpose()
+    }
+
     /// Crypto-shreds every version whose grace period ended at or before `now`. Returns how many.
     pub async fn expire_grace_versions(&self, now: Timestamp) -> Result<u64, StoreError> {
         with_writer!(self, |client| async {
@@ -503,25 +541,50 @@ impl Store {
     }
 
     /// Compares `presented` with every live version in constant time; `Some(version)` on a match.
-    /// An unknown name answers `None` after comparable work.
+    /// An unknown name answers `None` after comparable work. Reads from the reader pool, so a
+    /// version written moments ago may not be seen yet: see [`Store::verify_on_primary`].
     pub async fn verify(
         &self,
         name: &SecretName,
         presented: &[u8],
         now: Timestamp,
     ) -> Result<Option<u32>, StoreError> {
-        let rows: Vec<Row> = with_reader!(self, |client| async {
-            let stmt = client
-                .prepare_cached(concat!(
-                    value_select!(),
-                    "WHERE s.name = $1 AND s.deleted_at IS NULL AND v.ciphertext IS NOT NULL \
-                     AND (v.expires_at IS NULL OR v.expires_at > $2) ORDER BY v.version DESC"
-                ))
-                .await
-                .map_err(db("prepare the verify read"))?;
-            client.query(&stmt, &[&name.as_str(), &now]).await.map_err(db("read live versions"))
-        }
-        .await)?;
+        self.verify_at(name, presented, now, Consistency::Replica).await
+    }
+
+    /// [`Store::verify`] answered by the primary, which sees every committed version. For answers
+    /// that decide a write (the controller's "has the source value changed?"): a lagging standby
+    /// would make a value just sealed look new and have it sealed again.
+    pub async fn verify_on_primary(
+        &self,
+        name: &SecretName,
+        presented: &[u8],
+        now: Timestamp,
+    ) -> Result<Option<u32>, StoreError> {
+        self.verify_at(name, presented, now, Consistency::Primary).await
+    }
+
+    async fn verify_at(
+        &self,
+        name: &SecretName,
+        presented: &[u8],
+        now: Timestamp,
+        consistency: Consistency,
+    ) -> Result<Option<u32>, StoreError> {
+        let rows: Vec<Row> = match consistency {
+            Consistency::Replica => with_reader!(self, |client| async {
+                let stmt =
+                    client.prepare_cached(LIVE_VERSIONS).await.map_err(db("prepare the verify read"))?;
+                client.query(&stmt, &[&name.as_str(), &now]).await.map_err(db("read live versions"))
+            }
+            .await)?,
+            Consistency::Primary => with_writer!(self, |client| async {
+                let stmt =
+                    client.prepare_cached(LIVE_VERSIONS).await.map_err(db("prepare the verify read"))?;
+                client.query(&stmt, &[&name.as_str(), &now]).await.map_err(db("read live versions"))
+            }
+            .await)?,
+        };
         if rows.is_empty() {
             let (dek, sealed) = &self.inner.decoy;
             let decoy = envelope::open(dek, "decoy", 1, &sealed.nonce, &sealed.ciphertext)
@@ -617,22 +680,33 @@ impl Store {
         rows.map(|rows| rows.iter().map(version_from_row).collect()).transpose()
     }
 
-    /// Automatic secrets whose rotation is due at `now`, oldest slot first (any owner).
-    pub async fn due_rotations(&self, now: Timestamp, limit: u32) -> Result<Vec<DueRotation>, StoreError> {
+    /// Automatic secrets of the owners `filter` selects whose rotation is due at `now`, oldest
+    /// slot first. Both read the `secrets_due` index in slot order (no sort); `ApiOwned` filters
+    /// that range, so the due resource-owned rows it skips cost index reads, never the batch.
+    pub async fn due_rotations(
+        &self,
+        now: Timestamp,
+        filter: DueFilter,
+        limit: u32,
+    ) -> Result<Vec<DueRotation>, StoreError> {
         let limit = i64::from(page_size(limit));
+        let sql = match filter {
+            DueFilter::All => concat!(
+                due_select!(),
+                "WHERE deleted_at IS NULL AND next_rotation_at <= $1 ORDER BY next_rotation_at LIMIT $2"
+            ),
+            DueFilter::ApiOwned => concat!(
+                due_select!(),
+                "WHERE deleted_at IS NULL AND next_rotation_at <= $1 AND owner_kind = 'api' \
+                 ORDER BY next_rotation_at LIMIT $2"
+            ),
+        };
         let rows: Vec<Row> = with_writer!(self, |client| {
             async {
-            let stmt = client
-                .prepare_cached(
-                    "SELECT name, owner_kind, owner_uid, owner_namespace, owner_name, current_version, next_rotation_at \
-                     FROM vault.secrets WHERE deleted_at IS NULL AND next_rotation_at <= $1 \
-                     ORDER BY next_rotation_at LIMIT $2",
-                )
-                .await
-                .map_err(db("prepare the due query"))?;
-            client.query(&stmt, &[&now, &limit]).await.map_err(db("find due rotations"))
-        }
-        .await
+                let stmt = client.prepare_cached(sql).await.map_err(db("prepare the due query"))?;
+                client.query(&stmt, &[&now, &limit]).await.map_err(db("find due rotations"))
+            }
+            .await
         })?;
         rows.iter()
             .map(|r| {
@@ -714,6 +788,15 @@ impl Store {
             next_rotation_at: meta.next_rotation_at,
         }))
     }
+}
+
+/// Which node a value read is answered by.
+#[derive(Clone, Copy)]
+enum Consistency {
+    /// The reader pool: any node, possibly behind the primary.
+    Replica,
+    /// The primary: read-your-writes.
+    Primary,
 }
 
 struct LiveRow {

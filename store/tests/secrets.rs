@@ -14,7 +14,7 @@ use hyperion_vault_core::secret::SecretBytes;
 use hyperion_vault_store::config::StoreArgs;
 use hyperion_vault_store::dek_cache::DekCache;
 use hyperion_vault_store::model::{
-    ListQuery, MetadataUpdate, NewSecret, Owner, RotateOutcome, SecretKind, VersionState,
+    DueFilter, ListQuery, MetadataUpdate, NewSecret, Owner, RotateOutcome, SecretKind, VersionState,
 };
 use hyperion_vault_store::{Store, StoreError};
 use jiff::{SignedDuration, Timestamp};
@@ -155,7 +155,7 @@ async fn rotation_is_anchored_and_zero_grace_shreds_at_once() {
     let slot = meta.next_rotation_at.unwrap();
     // Three and a half periods late: rotate once, next slot is the next future one on the grid.
     let now = slot + SignedDuration::from_secs(3600 * 3 + 1800);
-    let due = store.due_rotations(now, 1000).await.unwrap();
+    let due = store.due_rotations(now, DueFilter::All, 1000).await.unwrap();
     assert!(due.iter().any(|d| d.name.as_str() == n && d.current_version == 1));
     let RotateOutcome::Rotated { version, next_rotation_at } =
         store.rotate(&name(&n), 1, None, now).await.unwrap()
@@ -192,6 +192,60 @@ async fn rotation_is_anchored_and_zero_grace_shreds_at_once() {
     assert_eq!(found.name.as_str(), owned);
     assert!(store.delete(&name(&owned), &owner, created).await.unwrap());
     store.delete(&name(&n), &Owner::Api, now).await.unwrap();
+}
+
+#[tokio::test]
+#[ignore = "needs the testenv: run through the README test command"]
+async fn api_owned_due_rotations_are_not_starved_by_resource_owned_ones() {
+    // A scratch database: the assertions count every due row.
+    let (db, dsn) = fresh_database().await;
+    let store = store_at(&dsn, local_keys()).await;
+    let created = Timestamp::now();
+    const LIMIT: u32 = 5;
+    for i in 0..=LIMIT {
+        let n = format!("team/stuck-{i}");
+        let owner =
+            Owner::Resource { uid: unique("uid"), namespace: "team".into(), name: format!("stuck-{i}") };
+        let spec = NewSecret { owner, ..automatic(&n, Duration::ZERO) };
+        store.create_secret(spec, None, created).await.unwrap();
+    }
+    // Created a day later: its slot comes after every resource-owned one.
+    let later = created + SignedDuration::from_hours(24);
+    let api = format!("store-test/{}", unique("api-due"));
+    store.create_secret(automatic(&api, Duration::ZERO), None, later).await.unwrap();
+    let now = later + SignedDuration::from_hours(2);
+
+    let all = store.due_rotations(now, DueFilter::All, LIMIT).await.unwrap();
+    assert_eq!(all.len(), LIMIT as usize);
+    assert!(all.iter().all(|d| d.owner != Owner::Api), "the resource-owned rows fill the batch: {all:?}");
+    let api_due = store.due_rotations(now, DueFilter::ApiOwned, LIMIT).await.unwrap();
+    assert_eq!(api_due.len(), 1, "{api_due:?}");
+    assert_eq!(
+        (api_due[0].name.as_str(), &api_due[0].owner, api_due[0].current_version),
+        (&*api, &Owner::Api, 1)
+    );
+    assert!(store.due_rotations(later, DueFilter::ApiOwned, LIMIT).await.unwrap().is_empty());
+    drop(store);
+    drop_database(&db).await;
+}
+
+#[tokio::test]
+#[ignore = "needs the testenv: run through the README test command"]
+async fn verify_on_primary_sees_a_just_written_version() {
+    let store = local_store().await;
+    let n = format!("store-test/{}", unique("vprim"));
+    let now = Timestamp::now();
+    store.create_secret(manual(&n), Some(value("one")), now).await.unwrap();
+    assert_eq!(store.verify_on_primary(&name(&n), b"one", now).await.unwrap(), Some(1));
+    store.put_value(&name(&n), value("two"), now).await.unwrap();
+    // No waiting for replication: the primary has the version as soon as the write returns.
+    assert_eq!(store.verify_on_primary(&name(&n), b"two", now).await.unwrap(), Some(2));
+    assert_eq!(store.verify_on_primary(&name(&n), b"one", now).await.unwrap(), Some(1));
+    assert_eq!(store.verify_on_primary(&name(&n), b"other", now).await.unwrap(), None);
+    let later = now + SignedDuration::from_hours(2);
+    assert_eq!(store.verify_on_primary(&name(&n), b"one", later).await.unwrap(), None);
+    store.delete(&name(&n), &Owner::Api, now).await.unwrap();
+    assert_eq!(store.verify_on_primary(&name(&n), b"two", now).await.unwrap(), None);
 }
 
 #[tokio::test]
