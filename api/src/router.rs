@@ -168,7 +168,39 @@ fn audit_class(route: &'static str, method: &Method) -> Option<CallClass> {
     }
 }
 
-async fn observe(State(state): State<SharedState>, mut req: Request, next: Next) -> Response {
+/// How long a client may take to send its request body.
+const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Reads the whole body, bounded in size and time, before an audit slot is reserved or a handler
+/// runs: a client announcing or sending more than the limit gets 413 at once, one that stalls gets
+/// 408, and neither can hold audit capacity or a handler while it dawdles.
+async fn buffer_body(req: Request) -> Result<Request, AppError> {
+    let (parts, body) = req.into_parts();
+    let declared = parts
+        .headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
+        return Err(AppError::PayloadTooLarge);
+    }
+    let bytes =
+        match tokio::time::timeout(BODY_READ_TIMEOUT, axum::body::to_bytes(body, MAX_BODY_BYTES)).await {
+            Err(_) => return Err(AppError::RequestTimeout),
+            Ok(Err(e)) => {
+                let too_large = e.into_inner().downcast_ref::<http_body_util::LengthLimitError>().is_some();
+                return Err(if too_large {
+                    AppError::PayloadTooLarge
+                } else {
+                    AppError::bad_request("failed to read the request body")
+                });
+            }
+            Ok(Ok(bytes)) => bytes,
+        };
+    Ok(Request::from_parts(parts, axum::body::Body::from(bytes)))
+}
+
+async fn observe(State(state): State<SharedState>, req: Request, next: Next) -> Response {
     let started = Instant::now();
     let request_id = uuid::Uuid::new_v4().simple().to_string();
     let method = req.method().clone();
@@ -192,6 +224,11 @@ async fn observe(State(state): State<SharedState>, mut req: Request, next: Next)
             );
         }
         None => None,
+    };
+
+    let mut req = match buffer_body(req).await {
+        Ok(req) => req,
+        Err(e) => return finish(&state, route, &method, started, &request_id, e.into_response()),
     };
 
     let class = audit_class(route, &method);
