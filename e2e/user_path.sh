@@ -15,7 +15,7 @@ ok() { pass=$((pass + 1)); echo "ok   - $*"; }
 ko() { fail=$((fail + 1)); echo "FAIL - $*"; }
 check() { local what=$1; shift; if "$@"; then ok "$what"; else ko "$what"; fi; }
 
-"$ROOT/scripts/run.sh" >"/tmp/hyperion-vault-userpath-$$.log" 2>&1 || { tail -30 "/tmp/hyperion-vault-userpath-$$.log"; ko "make run"; echo "user path: $pass passed, $fail failed"; exit 1; }
+"$ROOT/scripts/run.sh" >"/tmp/hyperion-vault-userpath-$$.log" 2>&1 || { tail -30 "/tmp/hyperion-vault-userpath-$$.log"; ko "make run"; echo "user-path: $pass passed, $fail failed"; exit 1; }
 ok "make run: chart CRD + RBAC installed, controller and API up, example VaultSecret Ready"
 # shellcheck disable=SC1091
 source "$HV_RUN_DIR/env"
@@ -68,5 +68,5 @@ check "the controller reports the denial" grep -qi forbidden "$HV_RUN_DIR/run/co
 check "restoring the chart's rule lets it reach Ready" wait_for 60 \
   '[ "$(K -n default get vsec rbac-probe -o jsonpath="{.status.conditions[?(@.type==\"Ready\")].status}")" = True ]'
 
-echo "user path: $pass passed, $fail failed"
+echo "user-path: $pass passed, $fail failed"
 [ "$fail" -eq 0 ]
