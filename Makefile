@@ -14,6 +14,9 @@ stop: ## Stop everything `make run` started
 test: ## Install what is missing, start the real test environment, run every test, stop it
 	@scripts/test.sh
 
+reliability: ## Hostile input, verify timing and the leak scan on a private instance
+	@e2e/reliability/run.sh
+
 bench: ## On-demand benchmarks (envelope, store reads vs pgbench, controller scale)
 	@scripts/bench.sh
 
@@ -26,4 +29,4 @@ testenv-up: ## Start the test environment and print its env file (left running)
 testenv-down: ## Stop the test environment
 	@e2e/testenv/testenv down
 
-.PHONY: help run stop test bench lint testenv-up testenv-down
+.PHONY: help run stop test bench reliability lint testenv-up testenv-down
