@@ -11,9 +11,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use hyperion_vault_core::secret::SecretBytes;
-use hyperion_vault_store::Store;
-use hyperion_vault_store::config::StoreArgs;
-use hyperion_vault_store::dek_cache::DekCache;
 use hyperion_vault_store::model::{NewSecret, Owner, SecretKind};
 use jiff::Timestamp;
 
@@ -40,22 +37,7 @@ impl Drop for ResumeOnDrop {
 #[tokio::test]
 #[ignore = "needs the testenv: run through the README test command"]
 async fn verify_on_primary_is_not_fooled_by_a_lagging_standby() {
-    // Standby listed first: the reader (any) lands on it, the writer (read-write) skips it.
-    let args = StoreArgs {
-        pg_hosts: vec![
-            format!("{}:{}", env("PG_HOST"), env("PG_STANDBY_PORT")),
-            format!("{}:{}", env("PG_HOST"), env("PG_PRIMARY_PORT")),
-        ],
-        pg_user: env("PG_SUPERUSER"),
-        pg_password: Some(env("PG_SUPERPASSWORD")),
-        pg_dbname: env("PG_DATABASE"),
-        database_url: None,
-        ..args_for("")
-    };
-    let store =
-        Store::connect(&args, local_keys(), DekCache::new(Duration::from_secs(60), 100)).await.unwrap();
-    store.migrate().await.unwrap();
-    assert!(store.reader_node().await.unwrap().in_recovery, "the reader pool must be on the standby");
+    let store = standby_reader_store().await;
 
     let n = format!("store-test/{}", unique("lag"));
     let sn = name(&n);

@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 use common::*;
 use hyperion_vault_core::generator::{Charset, GeneratorSpec};
 use hyperion_vault_core::secret::SecretBytes;
-use hyperion_vault_store::config::StoreArgs;
 use hyperion_vault_store::dek_cache::DekCache;
 use hyperion_vault_store::model::{
     DueFilter, ListQuery, MetadataUpdate, NewSecret, Owner, RotateOutcome, SecretKind, VersionState,
@@ -273,22 +272,7 @@ async fn concurrent_rotations_from_two_connections_yield_one_version() {
 #[tokio::test]
 #[ignore = "needs the testenv: run through the README test command"]
 async fn reads_are_served_by_the_standby() {
-    // Standby listed first: the reader (any) lands on it, the writer (read-write) skips it.
-    let args = StoreArgs {
-        pg_hosts: vec![
-            format!("{}:{}", env("PG_HOST"), env("PG_STANDBY_PORT")),
-            format!("{}:{}", env("PG_HOST"), env("PG_PRIMARY_PORT")),
-        ],
-        pg_user: env("PG_SUPERUSER"),
-        pg_password: Some(env("PG_SUPERPASSWORD")),
-        pg_dbname: env("PG_DATABASE"),
-        database_url: None,
-        ..args_for("")
-    };
-    let store =
-        Store::connect(&args, local_keys(), DekCache::new(Duration::from_secs(60), 100)).await.unwrap();
-    store.migrate().await.unwrap();
-    assert!(store.reader_node().await.unwrap().in_recovery, "the reader pool must be on the standby");
+    let store = standby_reader_store().await;
     let n = format!("store-test/{}", unique("standby"));
     let now = Timestamp::now();
     store.create_secret(manual(&n), Some(value("replicated")), now).await.unwrap();

@@ -124,3 +124,24 @@ pub fn testenv(args: &[&str]) {
         .expect("run the testenv script");
     assert!(status.success(), "testenv {args:?} failed: {status}");
 }
+
+/// A migrated store whose reader pool is on the standby: the standby is listed first, so the
+/// reader (`any`) lands on it while the writer (`read-write`) skips it.
+pub async fn standby_reader_store() -> Store {
+    let args = StoreArgs {
+        pg_hosts: vec![
+            format!("{}:{}", env("PG_HOST"), env("PG_STANDBY_PORT")),
+            format!("{}:{}", env("PG_HOST"), env("PG_PRIMARY_PORT")),
+        ],
+        pg_user: env("PG_SUPERUSER"),
+        pg_password: Some(env("PG_SUPERPASSWORD")),
+        pg_dbname: env("PG_DATABASE"),
+        database_url: None,
+        ..args_for("")
+    };
+    let store =
+        Store::connect(&args, local_keys(), DekCache::new(Duration::from_secs(60), 100)).await.unwrap();
+    store.migrate().await.unwrap();
+    assert!(store.reader_node().await.unwrap().in_recovery, "the reader pool must be on the standby");
+    store
+}
