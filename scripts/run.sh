@@ -82,12 +82,27 @@ common_env=(
   VAULT_KMS_ENDPOINT="$VAULT_KMS_ENDPOINT"
 )
 
+# Each process is started by a launcher script in the run dir (mode 700: it holds the database
+# password), so the reliability suite can kill -9 one and start it again exactly as here.
+# HV_CONTROLLER_ENV / HV_API_ENV: extra space-separated VAR=value settings for each process.
+write_launcher() { # <name> <binary> <env...>: writes $RUN/<name>.start
+  local name=$1 bin=$2; shift 2
+  {
+    echo '#!/usr/bin/env bash'
+    echo "# Starts the $name as scripts/run.sh did; appends to $RUN/$name.log, writes $RUN/$name.pid."
+    printf 'env'; printf ' %q' "$@"; printf ' nohup %q >>%q 2>&1 </dev/null &\n' "$bin" "$RUN/$name.log"
+    printf 'echo $! >%q\n' "$RUN/$name.pid"
+  } >"$RUN/$name.start"
+  chmod 700 "$RUN/$name.start"
+}
+
 step "start the controller (leader election, migrations) as ServiceAccount hyperion-vault-controller"
-env "${common_env[@]}" VAULT_PG_USER=vault_owner VAULT_PG_PASSWORD="$OWNER_PW" \
-  KUBECONFIG="$RUN/controller.kubeconfig" POD_NAMESPACE="$NS" POD_NAME=controller-local \
-  VAULT_METRICS_ADDR="127.0.0.1:$METRICS_PORT" RUST_LOG=info \
-  nohup "$BIN/hyperion-vault-controller" >"$RUN/controller.log" 2>&1 &
-echo $! >"$RUN/controller.pid"
+# shellcheck disable=SC2086 # HV_CONTROLLER_ENV is a list of VAR=value words
+write_launcher controller "$BIN/hyperion-vault-controller" "${common_env[@]}" VAULT_PG_USER=vault_owner \
+  VAULT_PG_PASSWORD="$OWNER_PW" KUBECONFIG="$RUN/controller.kubeconfig" POD_NAMESPACE="$NS" \
+  POD_NAME=controller-local VAULT_METRICS_ADDR="127.0.0.1:$METRICS_PORT" RUST_LOG=info ${HV_CONTROLLER_ENV:-}
+: >"$RUN/controller.log"
+"$RUN/controller.start"
 for _ in $(seq 120); do
   PGPASSWORD="$OWNER_PW" "$PG_BIN_DIR/psql" -qtA -h "$PG_HOST" -p "$PG_PRIMARY_PORT" -U vault_owner \
     -d "$PG_DATABASE" -c "SELECT 1 FROM pg_proc WHERE proname = 'grant_service_role'" 2>/dev/null | grep -q 1 && break
@@ -101,11 +116,12 @@ step "start the API on 127.0.0.1:$API_PORT"
 ADMIN_TOKEN="hvt_$(openssl rand -base64 32 | tr '+/' '-_' | tr -d '=\n')"
 echo "$ADMIN_TOKEN" >"$RUN/admin-token"
 chmod 600 "$RUN/admin-token"
-env "${common_env[@]}" VAULT_PG_USER=vault_api VAULT_PG_PASSWORD="$API_PW" \
-  VAULT_API_LISTEN="127.0.0.1:$API_PORT" VAULT_ALLOWED_IPS="127.0.0.1,::1" \
-  VAULT_BOOTSTRAP_TOKEN="$ADMIN_TOKEN" RUST_LOG=info \
-  nohup "$BIN/hyperion-vault-api" >"$RUN/api.log" 2>&1 &
-echo $! >"$RUN/api.pid"
+# shellcheck disable=SC2086 # HV_API_ENV is a list of VAR=value words
+write_launcher api "$BIN/hyperion-vault-api" "${common_env[@]}" VAULT_PG_USER=vault_api \
+  VAULT_PG_PASSWORD="$API_PW" VAULT_API_LISTEN="127.0.0.1:$API_PORT" VAULT_ALLOWED_IPS="127.0.0.1,::1" \
+  VAULT_BOOTSTRAP_TOKEN="$ADMIN_TOKEN" RUST_LOG=info ${HV_API_ENV:-}
+: >"$RUN/api.log"
+"$RUN/api.start"
 for _ in $(seq 60); do
   curl -sf "http://127.0.0.1:$API_PORT/readyz" >/dev/null && break
   kill -0 "$(cat "$RUN/api.pid")" 2>/dev/null || { tail -20 "$RUN/api.log"; exit 1; }
