@@ -7,10 +7,13 @@
 #      value presented to verify, a VaultSecret Automatic + rotate-now annotation, a VaultSecret
 #      Manual fed from a Kubernetes Secret (valueFrom) whose key then changes, and an API PUT of a
 #      manual value onto a VaultSecret-owned secret;
-#   2. forces CHECKPOINT on the primary and the standby (so heap pages, not only WAL, are on disk);
+#   2. finds which PostgreSQL node is the primary (pg_is_in_recovery on PG_PRIMARY_PORT and
+#      PG_STANDBY_PORT: after a failover the roles may have moved) and forces CHECKPOINT on it and,
+#      once they have replayed everything, on the standbys (so heap pages, not only WAL, are on disk);
 #      (plus, with HV_LEAK_MARKERS=<file of "label value scope" lines>, the values other suites used;
 #      e2e/reliability/run.sh runs this suite last and passes that file);
-#   3. scans, as raw bytes, every file under the run dir — both PostgreSQL data dirs incl. pg_wal,
+#   3. scans, as raw bytes, every file under the run dir — every PostgreSQL data dir incl. pg_wal
+#      (the live primary and standby, and any data dir `testenv pg-rejoin` moved aside),
 #      the etcd data dir (bbolt + WAL), every process log (testenv logs/ and run/*.log) — plus all
 #      Kubernetes events, every VaultSecret object, the audit trail (GET /v1/audit) and both
 #      /metrics pages, for every marker in raw, hex and base64 (std + url alphabets, all 3 byte
@@ -24,6 +27,9 @@
 # Positive controls prove the scan can fail: a marker inserted in plaintext into a PostgreSQL table
 # (must be found in the primary's and the standby's data/WAL), one stored in a ConfigMap (must be found
 # in etcd), and one written raw and one base64-embedded into a log file under run/ (must be found).
+# Every PostgreSQL data dir found under the run dir must hold at least one control marker: the
+# live ones hold this suite's row; a moved-aside one must hold a control row written before the
+# failover (failover.py inserts one and lists it in HV_LEAK_MARKERS with scope `control`).
 # Ends with `leak scan: N passed, M failed`; figures as `FIGURE <name> <value>` lines.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -123,20 +129,49 @@ PGCTL=$(rnd LKcontrolpg); mark control_pg "$PGCTL" control
 CMCTL=$(rnd LKcontroletcd); mark control_etcd "$CMCTL" control
 LOGCTL=$(rnd LKcontrollog); mark control_log "$LOGCTL" control
 B64CTL=$(rnd LKcontrolb64); mark control_b64 "$B64CTL" control
-psql_super() { PGPASSWORD="$PG_SUPERPASSWORD" PGOPTIONS="-c client_min_messages=warning" "$PG_BIN_DIR/psql" -qtA -v ON_ERROR_STOP=1 -h "$PG_HOST" -p "$1" -U "$PG_SUPERUSER" -d postgres -c "$2"; }
-psql_super "$PG_PRIMARY_PORT" "CREATE TABLE IF NOT EXISTS leak_control(v text); INSERT INTO leak_control VALUES ('$PGCTL')" >/dev/null
+psql_super() { PGPASSWORD="$PG_SUPERPASSWORD" PGCONNECT_TIMEOUT=3 PGOPTIONS="-c client_min_messages=warning" "$PG_BIN_DIR/psql" -qtA -v ON_ERROR_STOP=1 -h "$PG_HOST" -p "$1" -U "$PG_SUPERUSER" -d postgres -c "$2"; }
+# Which node is the primary now (a failover may have swapped the roles): ask each node.
+PRIMARY="" STANDBYS=""
+for port in "$PG_PRIMARY_PORT" "$PG_STANDBY_PORT"; do
+  case $(psql_super "$port" "SELECT pg_is_in_recovery()" 2>/dev/null || true) in
+    f) PRIMARY="$PRIMARY $port" ;;
+    t) STANDBYS="$STANDBYS $port" ;;
+  esac
+done
+read -r -a PRIMARY <<<"$PRIMARY"; read -r -a STANDBYS <<<"$STANDBYS"
+check "exactly one PostgreSQL primary (pg_is_in_recovery): ${PRIMARY[*]:-none}; standbys: ${STANDBYS[*]:-none}" \
+  test "${#PRIMARY[@]}" = 1 -a "${#STANDBYS[@]}" -ge 1
+PRIMARY=${PRIMARY[0]:-$PG_PRIMARY_PORT}
+psql_super "$PRIMARY" "CREATE TABLE IF NOT EXISTS leak_control(v text); INSERT INTO leak_control VALUES ('$PGCTL')" >/dev/null
 K -n "$NS" create configmap leak-control --from-literal=v="$CMCTL" >/dev/null
 { echo "positive control: $LOGCTL"; printf 'x%s' "$B64CTL" | base64 -w0; echo; } >"$RUN_DIR/run/leak-positive-control.log"
 
 # ---------------------------------------------------------------- 2. checkpoint
 sleep 1
-psql_super "$PG_PRIMARY_PORT" "CHECKPOINT" >/dev/null
-for _ in $(seq 30); do   # the standby has replayed everything the primary wrote
-  lag=$(psql_super "$PG_PRIMARY_PORT" "SELECT coalesce(pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn), 1) FROM pg_stat_replication" | head -1)
+psql_super "$PRIMARY" "CHECKPOINT" >/dev/null
+for _ in $(seq 30); do   # every standby has replayed everything the primary wrote
+  lag=$(psql_super "$PRIMARY" "SELECT coalesce(max(coalesce(pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn), 1)), 1) FROM pg_stat_replication")
   [ "${lag:-1}" = 0 ] && break; sleep 0.5
 done
-psql_super "$PG_STANDBY_PORT" "CHECKPOINT" >/dev/null
-ok "CHECKPOINT on primary and standby (replay lag ${lag:-?} bytes)"
+ckpt=0
+for port in "${STANDBYS[@]}"; do psql_super "$port" "CHECKPOINT" >/dev/null && ckpt=$((ckpt + 1)); done
+check "CHECKPOINT on the primary ($PRIMARY) and ${#STANDBYS[@]} standby(s) (replay lag ${lag:-?} bytes)" \
+  test "$ckpt" = "${#STANDBYS[@]}" -a "${lag:-1}" = 0
+# Every PostgreSQL data dir under the run dir, named by role: the live nodes by what they answer
+# (SHOW data_directory), anything else (moved aside by pg-rejoin, or stopped) is pg_retired.
+PGDIRS="$WORK/pgdirs"   # lines: <area> <path>
+: >"$PGDIRS"
+for port in "$PRIMARY" "${STANDBYS[@]}"; do
+  d=$(psql_super "$port" "SHOW data_directory" 2>/dev/null || true)
+  [ -n "$d" ] || continue
+  if [ "$port" = "$PRIMARY" ]; then echo "pg_primary $(realpath "$d")"; else echo "pg_standby $(realpath "$d")"; fi
+done >>"$PGDIRS"
+find "$RUN_DIR" -name PG_VERSION -path '*/PG_VERSION' -printf '%h\n' 2>/dev/null | sort -u | while read -r d; do
+  [ -f "$d/global/pg_control" ] || continue   # base/<db>/PG_VERSION is not a data dir
+  d=$(realpath "$d")
+  grep -q " $d\$" "$PGDIRS" || echo "pg_retired $d"
+done >>"$PGDIRS"
+sed 's/^/  data dir: /' "$PGDIRS"
 
 # ---------------------------------------------------------------- 3. API-visible surfaces, then scan
 rm -f "$WORK/r"
@@ -147,10 +182,13 @@ curl -s "$API/metrics" >"$WORK/api-metrics.txt" || true
 curl -s "http://127.0.0.1:${HV_METRICS_PORT:-8080}/metrics" >"$WORK/controller-metrics.txt" || true
 echo "events: $("$PY" -c 'import json,sys; print(len(json.load(open(sys.argv[1]))["items"]))' "$WORK/events.json"), vaultsecrets: $("$PY" -c 'import json,sys; print(len(json.load(open(sys.argv[1]))["items"]))' "$WORK/vaultsecrets.json")"
 
-"$PY" - "$MARKERS" "$RUN_DIR" "$ETCD_DATA_DIR" "$PG_PRIMARY_DATA" "$PG_STANDBY_DATA" "$WORK" <<'PY' >"$WORK/scan.out"
+"$PY" - "$MARKERS" "$RUN_DIR" "$ETCD_DATA_DIR" "$PGDIRS" "$WORK" <<'PY' >"$WORK/scan.out"
 import base64, os, subprocess, sys
-markers_file, run_dir, etcd, pg1, pg2, work = sys.argv[1:]
+markers_file, run_dir, etcd, pgdirs_file, work = sys.argv[1:]
 markers = [l.split() for l in open(markers_file) if l.strip()]
+pgdirs = [tuple(l.split(None, 1)) for l in open(pgdirs_file).read().splitlines() if l.strip()]
+# one spelling for every path compared below (the data dirs in pgdirs_file are realpaths)
+markers_file, run_dir, etcd, work = (os.path.realpath(p) for p in (markers_file, run_dir, etcd, work))
 
 def forms(m):
     b = m.encode()
@@ -171,7 +209,7 @@ with open(patfile, "wb") as f:
         f.write(p + b"\n")
 
 def area(path):
-    for name, root in (("etcd", etcd), ("pg_primary", pg1), ("pg_standby", pg2)):
+    for name, root in [("etcd", etcd)] + pgdirs:
         if path == root or path.startswith(root.rstrip("/") + "/"):
             return name
     if path.startswith(work):
@@ -234,13 +272,22 @@ echo "FIGURE hits $hits"
 echo "FIGURE excluded_k8s_secret_in_etcd $excluded"
 check "positive control: plaintext row found in the primary's data dir" grep -q '^CONTROL control_pg raw pg_primary' "$WORK/scan.out"
 check "positive control: plaintext row found in the standby's data dir" grep -q '^CONTROL control_pg raw pg_standby' "$WORK/scan.out"
+npg=0 npg_ctl=0 nretired=0
+while read -r a d; do
+  npg=$((npg + 1)); [ "$a" = pg_retired ] && nretired=$((nretired + 1))
+  if grep -q "^CONTROL [^ ]* raw $a $d/" "$WORK/scan.out"; then npg_ctl=$((npg_ctl + 1)); else echo "  no control marker found in $a $d"; fi
+done <"$PGDIRS"
+echo "FIGURE pg_data_dirs $npg"
+echo "FIGURE pg_data_dirs_retired $nretired"
+check "positive control: a plaintext control row found in each of the $npg PostgreSQL data dirs ($nretired moved aside)" \
+  test "$npg_ctl" = "$npg" -a "$npg" -ge 2
 check "positive control: ConfigMap value found in etcd" grep -q '^CONTROL control_etcd raw etcd' "$WORK/scan.out"
 check "positive control: raw marker found in a log" grep -q '^CONTROL control_log raw logs' "$WORK/scan.out"
 check "positive control: base64-embedded marker (alignment 1) found in a log" grep -q '^CONTROL control_b64 b64. logs' "$WORK/scan.out"
 check "the referenced Kubernetes Secret's value is in etcd (why it is excluded there)" test "$excluded" -gt 0
 check "scanned something substantial (> 50 MB)" test "$nbytes" -gt 50000000
 check "hits: 0 for $nmarkers markers in $nfiles files / $nbytes bytes" test "$hits" = 0
-psql_super "$PG_PRIMARY_PORT" "DROP TABLE leak_control" >/dev/null || true
+psql_super "$PRIMARY" "DROP TABLE leak_control" >/dev/null || true
 K delete namespace "$NS" --wait=false >/dev/null 2>&1 || true
 echo "leak scan: $pass passed, $fail failed"
 [ "$fail" -eq 0 ]

@@ -66,6 +66,10 @@ run_suite hostile_input "$HV_VENV/bin/python" "$HERE/hostile_input.py"
 if [ -z "${HV_RELIABILITY_SKIP_TIMING:-}" ]; then
   run_suite timing "$HV_VENV/bin/python" "$HERE/timing.py" "${HV_TIMING_N:-2000}"
 fi
+run_suite kms_outage "$HV_VENV/bin/python" "$HERE/kms_outage.py"
+# failover leaves the instance on the rejoined pair (the old primary's data dir is kept for the
+# leak scan), so it runs last before it
+run_suite failover "$HV_VENV/bin/python" "$HERE/failover.py"
 run_suite leak_scan "$HERE/leak_scan.sh"
 
 echo
