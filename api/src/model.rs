@@ -26,6 +26,8 @@ pub const MAX_DESCRIPTION_CHARS: usize = 1024;
 /// Ten years: anything longer is a typo, and keeps timestamp arithmetic far from overflow.
 pub const MAX_DURATION_SECS: u64 = 10 * 365 * 24 * 3600;
 pub const MAX_IDENT_LEN: usize = 63;
+/// A permission path: a whole name and the trailing `*` of a prefix.
+pub const MAX_PERMISSION_PATH_CHARS: usize = hyperion_vault_core::name::MAX_NAME_LEN + 1;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
@@ -707,7 +709,22 @@ pub fn parse_permissions(perms: &[Permission]) -> Result<Vec<Rule>, AppError> {
     perms
         .iter()
         .enumerate()
-        .map(|(i, p)| Rule::parse(&p.action, &p.path).map_err(|e| bad(&format!("permissions[{i}]"), e)))
+        .map(|(i, p)| {
+            let field = format!("permissions[{i}]");
+            // The documented limit, and the database's: without it an over-long path was stored
+            // by one backend and refused by the other.
+            if p.path.chars().count() > MAX_PERMISSION_PATH_CHARS {
+                return Err(bad(
+                    &field,
+                    format!("path is longer than {MAX_PERMISSION_PATH_CHARS} characters"),
+                ));
+            }
+            // Names never end in '/', so such an exact path could match nothing: a typo.
+            if p.path.ends_with('/') {
+                return Err(bad(&field, "path: an exact name does not end in '/' (a prefix is 'a/*')"));
+            }
+            Rule::parse(&p.action, &p.path).map_err(|e| bad(&field, e))
+        })
         .collect()
 }
 
@@ -836,6 +853,13 @@ mod tests {
             permissions: vec![Permission { action: "read".into(), path: "a/*".into() }],
         };
         assert!(RoleDef::try_from(r).err().unwrap().to_string().starts_with("permissions[0]:"));
+        let long =
+            |n: usize| vec![Permission { action: "rotate".into(), path: format!("{}*", "a".repeat(n)) }];
+        assert!(parse_permissions(&long(MAX_PERMISSION_PATH_CHARS - 1)).is_ok());
+        let e = parse_permissions(&long(MAX_PERMISSION_PATH_CHARS)).err().unwrap();
+        assert!(e.to_string().starts_with("permissions[0]: path is longer than 254"), "{e}");
+        let slash = [Permission { action: "update".into(), path: "team/".into() }];
+        assert!(parse_permissions(&slash).err().unwrap().to_string().starts_with("permissions[0]: path:"));
         assert!(parse_ident("name", "Admin").is_err());
         assert!(parse_ident("name", "ci-bot.1").is_ok());
     }

@@ -67,9 +67,17 @@ fn parse_entry(entry: &str, position: usize) -> Result<IpNet, AllowlistError> {
         return Err(AllowlistError::EmptyEntry { position });
     }
     let invalid = || AllowlistError::Invalid { entry: entry.to_owned() };
-    if entry.contains('/') {
+    if let Some((addr, prefix)) = entry.split_once('/') {
+        // The address goes through std's parser, as host entries do: it refuses leading zeros,
+        // which inet_aton-style tools read as octal (`010.0.0.0/8` is 8.0.0.0/8 there) and ipnet's
+        // own parser would silently take as decimal.
+        let addr: IpAddr = addr.parse().map_err(|_| invalid())?;
+        if prefix.is_empty() || !prefix.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(invalid());
+        }
+        let prefix: u8 = prefix.parse().map_err(|_| invalid())?;
+        let net = IpNet::new(addr, prefix).map_err(|_| invalid())?;
         // Host bits are ignored (10.1.2.3/8 is 10.0.0.0/8), as in most firewalls.
-        let net: IpNet = entry.parse().map_err(|_| invalid())?;
         Ok(canonical_net(net).trunc())
     } else {
         let ip: IpAddr = entry.parse().map_err(|_| invalid())?;
@@ -175,6 +183,12 @@ mod tests {
             "*",
             "garbage",
             "fe80::1%eth0",
+            "010.0.0.1/32",
+            "192.168.010.0/24",
+            "10.0.0.00/8",
+            "::ffff:010.0.0.1/128",
+            "10.0.0.0/+8",
+            "10.0.0.0/ 8",
         ];
         for bad in cases {
             let err = Allowlist::parse(&format!("127.0.0.1,{bad}")).unwrap_err();

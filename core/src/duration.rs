@@ -23,7 +23,8 @@ pub fn parse_go_duration(text: &str) -> Result<Duration, DurationError> {
     }
     let bytes = text.as_bytes();
     let mut i = 0;
-    let mut total_nanos: u128 = 0;
+    // `None` once the sum overflowed; the scan goes on so that bad syntax is reported as such.
+    let mut total_nanos: Option<u128> = Some(0);
     while i < bytes.len() {
         let start = i;
         while i < bytes.len() && bytes[i].is_ascii_digit() {
@@ -32,7 +33,7 @@ pub fn parse_go_duration(text: &str) -> Result<Duration, DurationError> {
         if i == start {
             return Err(syntax());
         }
-        let whole: u128 = text[start..i].parse().map_err(|_| overflow())?;
+        let whole: Option<u128> = text[start..i].parse().ok();
         let (mut frac_num, mut frac_den): (u128, u128) = (0, 1);
         if i < bytes.len() && bytes[i] == b'.' {
             i += 1;
@@ -63,11 +64,11 @@ pub fn parse_go_duration(text: &str) -> Result<Duration, DurationError> {
             unit
         };
         let part = whole
-            .checked_mul(unit_nanos)
-            .and_then(|w| w.checked_add(frac_num * unit_nanos / frac_den))
-            .ok_or_else(overflow)?;
-        total_nanos = total_nanos.checked_add(part).ok_or_else(overflow)?;
+            .and_then(|w| w.checked_mul(unit_nanos))
+            .and_then(|w| w.checked_add(frac_num * unit_nanos / frac_den));
+        total_nanos = total_nanos.zip(part).and_then(|(t, p)| t.checked_add(p));
     }
+    let total_nanos = total_nanos.ok_or_else(overflow)?;
     let secs = u64::try_from(total_nanos / 1_000_000_000).map_err(|_| overflow())?;
     let nanos = u32::try_from(total_nanos % 1_000_000_000).map_err(|_| overflow())?;
     Ok(Duration::new(secs, nanos))
@@ -126,6 +127,10 @@ mod tests {
             assert!(parse_go_duration(bad).is_err(), "{bad:?}");
         }
         assert!(matches!(parse_go_duration("99999999999999999999999h"), Err(DurationError::Overflow(_))));
+        // Bad syntax is reported as such even after a part that overflowed.
+        for bad in ["999999999999999999999999999999999999999h,1s", "99999999999999999999999h1d"] {
+            assert!(matches!(parse_go_duration(bad), Err(DurationError::Syntax(_))), "{bad:?}");
+        }
     }
 
     #[test]

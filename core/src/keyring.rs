@@ -37,8 +37,10 @@ pub enum KeyringError {
     EmptyEntry(usize),
     #[error("keyring entry {0} is not of the form id:base64key")]
     MissingSeparator(usize),
-    #[error("keyring entry {position} has an invalid key id {id:?} (1-64 characters of A-Z a-z 0-9 . _ -)")]
-    InvalidId { position: usize, id: String },
+    /// The text is not repeated: before the first ':' of a mistyped entry (`<key>:<id>`) may be
+    /// the key itself.
+    #[error("keyring entry {0} has an invalid key id (1-64 characters of A-Z a-z 0-9 . _ -)")]
+    InvalidId(usize),
     #[error("keyring entry {id:?} is not valid base64")]
     InvalidBase64 { id: String },
     #[error("keyring entry {id:?} decodes to {len} bytes; master keys are 32 bytes")]
@@ -63,7 +65,7 @@ impl LocalKeyring {
             }
             let (id, b64) = entry.split_once(':').ok_or(KeyringError::MissingSeparator(position))?;
             if !valid_key_id(id) {
-                return Err(KeyringError::InvalidId { position, id: id.to_owned() });
+                return Err(KeyringError::InvalidId(position));
             }
             if keys.iter().any(|k| k.id == id) {
                 return Err(KeyringError::DuplicateId(id.to_owned()));
@@ -223,10 +225,14 @@ mod tests {
         assert_eq!(LocalKeyring::parse("").err(), Some(KeyringError::EmptyEntry(1)));
         assert_eq!(LocalKeyring::parse(&format!("a:{},", b64(1))).err(), Some(KeyringError::EmptyEntry(2)));
         assert_eq!(LocalKeyring::parse("nocolon").err(), Some(KeyringError::MissingSeparator(1)));
-        assert!(matches!(
-            LocalKeyring::parse(&format!("bad id:{}", b64(1))),
-            Err(KeyringError::InvalidId { position: 1, .. })
-        ));
+        assert_eq!(
+            LocalKeyring::parse(&format!("bad id:{}", b64(1))).err(),
+            Some(KeyringError::InvalidId(1))
+        );
+        // Key and id swapped: the key must not appear in the error.
+        let swapped = LocalKeyring::parse(&format!("a:{},{}:b", b64(1), b64(2))).err().unwrap();
+        assert_eq!(swapped, KeyringError::InvalidId(2));
+        assert!(!format!("{swapped} {swapped:?}").contains(&b64(2)));
         assert_eq!(LocalKeyring::parse("k:!!!").err(), Some(KeyringError::InvalidBase64 { id: "k".into() }));
         let err = LocalKeyring::parse(&format!("k:{short}")).err().unwrap();
         assert_eq!(err, KeyringError::InvalidLength { id: "k".into(), len: 16 });
