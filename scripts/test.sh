@@ -35,7 +35,8 @@ step "build the workspace"
 cargo build --workspace --all-targets --locked
 
 step "unit tests"
-run cargo test --workspace --locked
+# The fuzz targets run here as a quick smoke; the reliability suite runs them in full (fuzz.sh).
+HV_FUZZ_CASES=${HV_FUZZ_CASES_UNIT:-100} run cargo test --workspace --locked
 
 step "start the test environment in $HV_TESTENV_DIR"
 "$TESTENV" up

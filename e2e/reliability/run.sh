@@ -4,8 +4,9 @@
 #
 #   e2e/reliability/run.sh            # ~3 min warm; stops its instance by itself
 #
-# Runs hostile_input.py, timing.py, then leak_scan.sh last (it also looks for every plaintext value
-# the first two used), prints a table of every figure and ends with `reliability: N passed, M failed`
+# Runs hostile_input.py, fuzz.sh, timing.py, restarts.py, readers_rotation.py, kms_outage.py,
+# failover.py, then leak_scan.sh last (it also looks for every plaintext value the others used),
+# prints a table of every figure and ends with `reliability: N passed, M failed`
 # (N/M count the individual checks of all suites). Exit status non-zero if any check failed.
 # Each suite's full output: $HV_RUN_DIR/../hv-reliability-<pid>-<suite>.out (kept after the run).
 set -uo pipefail
@@ -60,6 +61,8 @@ run_suite() { # <label> <command...>
 }
 
 run_suite hostile_input "$HV_VENV/bin/python" "$HERE/hostile_input.py"
+# proptest fuzz targets of core and the API (no instance needed; HV_FUZZ_CASES per target)
+run_suite fuzz "$HERE/fuzz.sh"
 # The timing check is statistical but paired and randomized (load shared by the two requests of a
 # pair cancels), so it runs in the test command too; HV_RELIABILITY_SKIP_TIMING=1 skips it and
 # HV_TIMING_N sets the minimum number of pairs.
