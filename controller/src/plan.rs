@@ -11,38 +11,52 @@ use jiff::Timestamp;
 pub enum Nonce {
     /// No annotation, or it equals `status.lastRotateRequest`.
     Settled,
-    /// A new nonce: rotate once, then acknowledge it.
+    /// A new nonce: rotate once (recording the nonce with the new version), then acknowledge it.
     Rotate,
-    /// A new nonce, but the database already holds a version newer than the status we last
-    /// wrote: the rotation for it committed and the status write that would have acknowledged it
-    /// did not happen (a crash, or a stale cache). Acknowledge without rotating again.
+    /// A new nonce that the database says a rotation already answered (recorded in the same
+    /// transaction as its version): the status write that would have acknowledged it did not
+    /// happen (a crash), or the cached object predates it. Acknowledge without rotating again.
     AlreadyRotated,
 }
 
 /// Decides how to treat the `rotate-now` annotation.
 ///
-/// Exactly-once without extra writes: status is written after every database change, so
-/// `status.currentVersion < db current` means a change committed after the last status write.
-/// When a nonce is pending in that state the rotation it asked for is taken to be that change.
-/// The one imprecision is benign: if the newer version came from something else (a scheduled
-/// rotation whose status write was lost, or an API `rotate`), the nonce is answered by that
-/// fresh version instead of a second one, which is never a double rotation.
+/// Exactly once, decided from the database: a rotation for a nonce records the nonce in the
+/// transaction that creates its version, so `served` (that record equals this nonce) is true
+/// exactly when the rotation for it committed. A newer database version alone proves nothing: it
+/// may come from an API rotate or PUT made before the nonce was set, and answering the nonce with
+/// it would give the user a value older than the request.
+///
+/// One case keeps the old inference: no `status.currentVersion` yet means the controller has not
+/// reported any version of this resource, so the version it finds was sealed by the create that
+/// followed the resource (and its annotation) into existence, and answers the nonce.
 pub fn nonce(
     annotation: Option<&str>,
     acknowledged: Option<&str>,
     status_version: Option<i64>,
-    db_version: u32,
+    served: bool,
 ) -> Nonce {
     match annotation {
         None => Nonce::Settled,
         Some(n) if Some(n) == acknowledged => Nonce::Settled,
-        Some(_) => match status_version {
-            // No status version yet: the first version was just created for this resource and
-            // is itself fresh, so a nonce present at creation needs no further rotation.
-            None => Nonce::AlreadyRotated,
-            Some(v) if v < i64::from(db_version) => Nonce::AlreadyRotated,
-            Some(_) => Nonce::Rotate,
-        },
+        Some(_) if served || status_version.is_none() => Nonce::AlreadyRotated,
+        Some(_) => Nonce::Rotate,
+    }
+}
+
+/// The `status.lastRotateRequest` to record after this reconcile. A nonce whose rotation lost
+/// its version race is not answered yet: the version that won (an API rotate, say) may predate
+/// the request, and the retry rotates for it (or finds it served, if the winner was for it).
+pub fn acknowledgement(
+    nonce: Nonce,
+    lost_race: bool,
+    annotation: Option<&str>,
+    acknowledged: Option<String>,
+) -> Option<String> {
+    match nonce {
+        Nonce::Settled => acknowledged,
+        Nonce::Rotate if lost_race => acknowledged,
+        Nonce::Rotate | Nonce::AlreadyRotated => annotation.map(str::to_owned),
     }
 }
 
@@ -87,19 +101,40 @@ mod tests {
 
     #[test]
     fn nonce_rotates_once() {
-        assert_eq!(nonce(None, None, Some(1), 1), Nonce::Settled);
-        assert_eq!(nonce(Some("a"), Some("a"), Some(2), 2), Nonce::Settled);
-        assert_eq!(nonce(Some("b"), Some("a"), Some(2), 2), Nonce::Rotate);
-        // Rotated for "b" but the status write was lost: do not rotate again.
-        assert_eq!(nonce(Some("b"), Some("a"), Some(2), 3), Nonce::AlreadyRotated);
+        assert_eq!(nonce(None, None, Some(1), false), Nonce::Settled);
+        assert_eq!(nonce(Some("a"), Some("a"), Some(2), false), Nonce::Settled);
+        assert_eq!(nonce(Some("b"), Some("a"), Some(2), false), Nonce::Rotate);
+        // Rotated for "b" (recorded with its version) but the status write was lost: not again.
+        assert_eq!(nonce(Some("b"), Some("a"), Some(2), true), Nonce::AlreadyRotated);
         // Acknowledged after that.
-        assert_eq!(nonce(Some("b"), Some("b"), Some(3), 3), Nonce::Settled);
-        assert_eq!(nonce(Some("c"), None, Some(3), 3), Nonce::Rotate);
+        assert_eq!(nonce(Some("b"), Some("b"), Some(3), true), Nonce::Settled);
+        assert_eq!(nonce(Some("c"), None, Some(3), false), Nonce::Rotate);
+    }
+
+    #[test]
+    fn a_newer_version_from_elsewhere_does_not_answer_a_nonce() {
+        // status says v2, the database holds v3 from an API rotate made before "c" was set: the
+        // nonce still gets its own rotation (it used to be acknowledged with v3).
+        assert_eq!(nonce(Some("c"), Some("b"), Some(2), false), Nonce::Rotate);
     }
 
     #[test]
     fn nonce_at_creation_is_answered_by_version_one() {
-        assert_eq!(nonce(Some("x"), None, None, 1), Nonce::AlreadyRotated);
+        assert_eq!(nonce(Some("x"), None, None, false), Nonce::AlreadyRotated);
+    }
+
+    #[test]
+    fn a_nonce_is_acknowledged_only_once_answered() {
+        let prev = || Some("a".to_owned());
+        assert_eq!(acknowledgement(Nonce::Rotate, false, Some("b"), prev()).as_deref(), Some("b"));
+        assert_eq!(
+            acknowledgement(Nonce::Rotate, true, Some("b"), prev()).as_deref(),
+            Some("a"),
+            "lost the race"
+        );
+        assert_eq!(acknowledgement(Nonce::AlreadyRotated, false, Some("b"), prev()).as_deref(), Some("b"));
+        assert_eq!(acknowledgement(Nonce::Settled, true, Some("a"), prev()).as_deref(), Some("a"));
+        assert_eq!(acknowledgement(Nonce::Settled, false, None, None), None);
     }
 
     #[test]

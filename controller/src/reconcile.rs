@@ -310,13 +310,17 @@ async fn act(vs: &VaultSecret, ctx: &Context, now: Timestamp) -> Result<Outcome,
 
     // Rotation: when the database says it is due, or once per rotate-now nonce.
     let annotation = vs.rotate_now_nonce();
-    let nonce = plan::nonce(
-        annotation,
-        acknowledged.as_deref(),
-        previous.and_then(|s| s.current_version),
-        meta.current_version,
-    );
+    // Only a nonce not yet acknowledged in status costs a database read (on the primary).
+    let served = match annotation {
+        Some(n) if Some(n) != acknowledged.as_deref() && meta.current_version > 0 => {
+            ctx.store.served_rotate_request(&name, n).await.map_err(Error::LookupSecret)?
+        }
+        _ => false,
+    };
+    let nonce =
+        plan::nonce(annotation, acknowledged.as_deref(), previous.and_then(|s| s.current_version), served);
     let mut refused_nonce = false;
+    let mut lost_race = false;
     let mut requeue_override = None;
     match &spec.kind {
         ValidKind::Automatic { .. }
@@ -324,12 +328,13 @@ async fn act(vs: &VaultSecret, ctx: &Context, now: Timestamp) -> Result<Outcome,
         {
             let due = meta.next_rotation_at.is_some_and(|t| t <= now);
             let trigger = if due { "schedule" } else { "rotate_now" };
-            match ctx
-                .store
-                .rotate(&name, meta.current_version, None, now)
-                .await
-                .map_err(Error::RotateSecret)?
-            {
+            // A pending nonce is answered by this rotation (even when the slot is due too), and
+            // recorded with its version so a crash before the status write cannot rotate again.
+            let rotated = match annotation.filter(|_| nonce == Nonce::Rotate) {
+                Some(request) => ctx.store.rotate_on_request(&name, meta.current_version, request, now).await,
+                None => ctx.store.rotate(&name, meta.current_version, None, now).await,
+            };
+            match rotated.map_err(Error::RotateSecret)? {
                 RotateOutcome::Rotated { version, next_rotation_at } => {
                     ctx.metrics.rotated(trigger);
                     info!(secret = %name.as_str(), version = version.version, trigger, "Rotated secret");
@@ -341,16 +346,14 @@ async fn act(vs: &VaultSecret, ctx: &Context, now: Timestamp) -> Result<Outcome,
                 RotateOutcome::Conflict { current_version } => {
                     info!(secret = %name.as_str(), current_version, "Rotation raced another writer; looking again");
                     requeue_override = Some(CONFLICT_RETRY);
+                    lost_race = true;
                 }
             }
         }
         ValidKind::Manual { .. } if nonce == Nonce::Rotate => refused_nonce = true,
         _ => {}
     }
-    let acknowledged = match nonce {
-        Nonce::Settled => acknowledged,
-        Nonce::Rotate | Nonce::AlreadyRotated => annotation.map(str::to_owned),
-    };
+    let acknowledged = plan::acknowledgement(nonce, lost_race, annotation, acknowledged);
 
     let observed = observe(ctx, &name, &meta, now).await?;
     let readiness = if observed.current_version == 0 {

@@ -10,7 +10,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use hyperion_vault_store::model::Owner;
+use hyperion_vault_store::model::{Owner, RotateOutcome};
 use jiff::Timestamp;
 
 const NEEDS: &str = "needs the testenv: run through the README test command";
@@ -235,6 +235,15 @@ async fn rotate_now_rotates_once_per_nonce() {
     assert_eq!(vs.status.as_ref().unwrap().last_rotate_request.as_deref(), Some("second"));
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(store.metadata(&name).await.unwrap().unwrap().current_version, 3);
+    // A version made elsewhere (an API rotate: status still says 3) before a nonce is set does not
+    // answer that nonce: it gets a rotation of its own, newer than the request.
+    let rotated = store.rotate(&name, 3, None, Timestamp::now()).await.unwrap();
+    assert!(matches!(rotated, RotateOutcome::Rotated { .. }), "{rotated:?}");
+    annotate("third").await;
+    let vs = wait_version(&client, &ns, "onreq", 5, Duration::from_secs(20)).await;
+    assert_eq!(vs.status.as_ref().unwrap().last_rotate_request.as_deref(), Some("third"));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(store.metadata(&name).await.unwrap().unwrap().current_version, 5);
     teardown(&env, &client, &ns).await;
 }
 

@@ -22,10 +22,13 @@ impl Migration {
 }
 
 /// The migrations compiled into this binary, ordered by name.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    name: "0001_vault_schema.sql",
-    sql: include_str!("../../migrations/0001_vault_schema.sql"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration { name: "0001_vault_schema.sql", sql: include_str!("../../migrations/0001_vault_schema.sql") },
+    Migration {
+        name: "0002_last_rotate_request.sql",
+        sql: include_str!("../../migrations/0002_last_rotate_request.sql"),
+    },
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum MigrationError {

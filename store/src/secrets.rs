@@ -181,7 +181,7 @@ impl Store {
             let meta = self.live_row(name).await?.ok_or_else(|| not_found(name))?;
             let next = next_version(meta.current_version)?;
             let sealed = self.seal(name.as_str(), next, &value).await?;
-            if let Some(v) = self.commit_version(&meta, &sealed, None, now).await? {
+            if let Some(v) = self.commit_version(&meta, &sealed, None, None, now).await? {
                 return Ok(v);
             }
         }
@@ -197,6 +197,48 @@ impl Store {
         name: &SecretName,
         expected_current_version: u32,
         new_value: Option<SecretBytes>,
+        now: Timestamp,
+    ) -> Result<RotateOutcome, StoreError> {
+        self.rotate_answering(name, expected_current_version, new_value, None, now).await
+    }
+
+    /// [`Store::rotate`] for a `rotate-now` request (a VaultSecret's nonce): the request is
+    /// recorded in the same transaction as the new version, so [`Store::served_rotate_request`]
+    /// tells afterwards, exactly, whether it was served — even if the caller crashed before it
+    /// could acknowledge it anywhere else.
+    pub async fn rotate_on_request(
+        &self,
+        name: &SecretName,
+        expected_current_version: u32,
+        request: &str,
+        now: Timestamp,
+    ) -> Result<RotateOutcome, StoreError> {
+        self.rotate_answering(name, expected_current_version, None, Some(request), now).await
+    }
+
+    /// Whether `request` is the rotate-now request that this secret's latest request-driven
+    /// rotation ([`Store::rotate_on_request`]) answered. Read on the primary.
+    pub async fn served_rotate_request(&self, name: &SecretName, request: &str) -> Result<bool, StoreError> {
+        let row: Option<Row> = with_writer!(self, |client| async {
+            let stmt = client
+                .prepare_cached(
+                    "SELECT last_rotate_request FROM vault.secrets WHERE name = $1 AND deleted_at IS NULL",
+                )
+                .await
+                .map_err(db("prepare the rotate request read"))?;
+            client.query_opt(&stmt, &[&name.as_str()]).await.map_err(db("read the last rotate request"))
+        }
+        .await)?;
+        let recorded: Option<String> = row.and_then(|r| r.get(0));
+        Ok(recorded.is_some_and(|r| r == request_digest(request)))
+    }
+
+    async fn rotate_answering(
+        &self,
+        name: &SecretName,
+        expected_current_version: u32,
+        new_value: Option<SecretBytes>,
+        request: Option<&str>,
         now: Timestamp,
     ) -> Result<RotateOutcome, StoreError> {
         let now = db_time(now);
@@ -227,7 +269,8 @@ impl Store {
         };
         let next = next_version(meta.current_version)?;
         let sealed = self.seal(name.as_str(), next, &value).await?;
-        match self.commit_version(&meta, &sealed, Some(next_slot), now).await? {
+        let request = request.map(request_digest);
+        match self.commit_version(&meta, &sealed, Some(next_slot), request.as_deref(), now).await? {
             Some(version) => Ok(RotateOutcome::Rotated { version, next_rotation_at: Some(next_slot) }),
             None => {
                 let current = self.live_row(name).await?.map(|m| m.current_version).unwrap_or(0);
@@ -237,11 +280,13 @@ impl Store {
     }
 
     /// The guarded transaction shared by `put_value` and `rotate`. `None` when the guard failed.
+    /// `request`: the digest of the rotate-now request this version answers, if any.
     async fn commit_version(
         &self,
         meta: &LiveRow,
         sealed: &SealedVersion,
         next_rotation_at: Option<Timestamp>,
+        request: Option<&str>,
         now: Timestamp,
     ) -> Result<Option<VersionMeta>, StoreError> {
         let current = meta.current_version as i32;
@@ -254,13 +299,14 @@ impl Store {
             let stmt = tx
                 .prepare_cached(
                     "UPDATE vault.secrets SET current_version = $3, updated_at = $4, \
-                     next_rotation_at = COALESCE($5, next_rotation_at) \
+                     next_rotation_at = COALESCE($5, next_rotation_at), \
+                     last_rotate_request = COALESCE($6, last_rotate_request) \
                      WHERE id = $1 AND current_version = $2 AND deleted_at IS NULL",
                 )
                 .await
                 .map_err(db("prepare the version guard"))?;
             let moved = tx
-                .execute(&stmt, &[&meta.id, &current, &next, &now, &next_rotation_at])
+                .execute(&stmt, &[&meta.id, &current, &next, &now, &next_rotation_at, &request])
                 .await
                 .map_err(db("advance the current version"))?;
             if moved == 0 {
@@ -848,6 +894,13 @@ impl Settings {
 }
 
 /// PostgreSQL keeps microseconds; truncate so returned values equal what was stored.
+/// What `vault.secrets.last_rotate_request` holds for a request: lowercase hex SHA-256 (any
+/// length of nonce fits the column; a nonce is not secret, the digest only bounds its size).
+fn request_digest(request: &str) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(request.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+}
+
 pub(crate) fn db_time(t: Timestamp) -> Timestamp {
     Timestamp::from_microsecond(t.as_microsecond()).unwrap_or(t)
 }

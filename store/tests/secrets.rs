@@ -146,6 +146,40 @@ async fn manual_secret_awaits_its_value() {
 
 #[tokio::test]
 #[ignore = "needs the testenv: run through the README test command"]
+async fn a_rotate_now_request_is_recorded_with_the_version_that_answers_it() {
+    let store = local_store().await;
+    let n = format!("store-test/{}", unique("req"));
+    let sn = name(&n);
+    let now = Timestamp::now();
+    store.create_secret(automatic(&n, Duration::from_secs(60)), None, now).await.unwrap();
+    assert!(!store.served_rotate_request(&sn, "first").await.unwrap());
+    // A rotation that loses its version race records nothing.
+    assert_eq!(
+        store.rotate_on_request(&sn, 7, "first", now).await.unwrap(),
+        RotateOutcome::Conflict { current_version: 1 }
+    );
+    assert!(!store.served_rotate_request(&sn, "first").await.unwrap());
+    let rotated = store.rotate_on_request(&sn, 1, "first", now).await.unwrap();
+    assert!(matches!(rotated, RotateOutcome::Rotated { ref version, .. } if version.version == 2));
+    assert!(store.served_rotate_request(&sn, "first").await.unwrap());
+    assert!(!store.served_rotate_request(&sn, "second").await.unwrap());
+    // Other rotations and new values keep the record; the next request replaces it, any length.
+    assert!(matches!(store.rotate(&sn, 2, None, now).await.unwrap(), RotateOutcome::Rotated { .. }));
+    assert_eq!(store.put_value(&sn, value("x"), now).await.unwrap().version, 4);
+    assert!(store.served_rotate_request(&sn, "first").await.unwrap());
+    let long = "n".repeat(10_000);
+    assert!(matches!(
+        store.rotate_on_request(&sn, 4, &long, now).await.unwrap(),
+        RotateOutcome::Rotated { .. }
+    ));
+    assert!(store.served_rotate_request(&sn, &long).await.unwrap());
+    assert!(!store.served_rotate_request(&sn, "first").await.unwrap());
+    store.delete(&sn, &Owner::Api, now).await.unwrap();
+    assert!(!store.served_rotate_request(&sn, &long).await.unwrap(), "a deleted secret answers nothing");
+}
+
+#[tokio::test]
+#[ignore = "needs the testenv: run through the README test command"]
 async fn rotation_is_anchored_and_zero_grace_shreds_at_once() {
     let store = local_store().await;
     let n = format!("store-test/{}", unique("rot"));
