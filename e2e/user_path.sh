@@ -6,7 +6,20 @@
 # and used (removing one rule makes reconciliation fail visibly). Ends with `N passed, M failed`.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# A free port below the kernel's ephemeral range, so the ports testenv takes with bind(0) while it
+# starts can never be the one picked here (that collision happened once).
+free_port() { python3 -c '
+import random, socket
+lo = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
+for _ in range(200):
+    p = random.randrange(max(1024, lo - 12000), lo)
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", p)); print(p); break
+    except OSError:
+        pass
+    finally:
+        s.close()'; }
 export HV_RUN_DIR="/tmp/hyperion-vault-userpath-$$"
 export HV_API_PORT=${HV_API_PORT:-$(free_port)} HV_METRICS_PORT=${HV_METRICS_PORT:-$(free_port)}
 trap '"$ROOT/scripts/run.sh" down >/dev/null 2>&1 || true' EXIT

@@ -80,6 +80,10 @@ common_env=(
   VAULT_PG_HOSTS="$PG_HOST:$PG_PRIMARY_PORT,$PG_HOST:$PG_STANDBY_PORT" VAULT_PG_DBNAME="$PG_DATABASE"
   VAULT_PG_SSLMODE=disable VAULT_KMS_MODE=aws VAULT_KMS_KEY_ID="$VAULT_KMS_KEY_ID"
   VAULT_KMS_ENDPOINT="$VAULT_KMS_ENDPOINT"
+  # The launchers must not depend on the environment of whoever runs them (a restart from a clean
+  # shell had no KMS credentials).
+  AWS_ACCESS_KEY_ID="$AWS_ACCESS_KEY_ID" AWS_SECRET_ACCESS_KEY="$AWS_SECRET_ACCESS_KEY"
+  AWS_REGION="$AWS_REGION" AWS_EC2_METADATA_DISABLED=true
 )
 
 # Each process is started by a launcher script in the run dir (mode 700: it holds the database
