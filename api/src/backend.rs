@@ -203,6 +203,8 @@ pub struct BackendStats {
     pub kms_errors: u64,
     pub dek_cache_hits: u64,
     pub dek_cache_misses: u64,
+    pub row_cache_hits: u64,
+    pub row_cache_misses: u64,
 }
 
 pub trait Backend: Send + Sync + 'static {

@@ -69,7 +69,8 @@ impl Cli {
     }
 
     async fn run_async(self) -> anyhow::Result<()> {
-        let (backend, store) = connect(&self.store, &self.kms).await?;
+        let row_ttl = self.api.row_cache_ttl()?;
+        let (backend, store) = connect(&self.store, &self.kms, row_ttl).await?;
         if self.migrate {
             let report = store.migrate().await.context("failed to apply database migrations")?;
             tracing::info!(?report, "Migrations applied");
@@ -90,13 +91,14 @@ impl Cli {
 async fn connect(
     store: &StoreArgs,
     kms: &KmsArgs,
+    row_cache_ttl: std::time::Duration,
 ) -> anyhow::Result<(Arc<dyn crate::backend::Backend>, Store)> {
     let keys = kms.build().await.context("invalid key service configuration")?;
     let keys = CountingKeys::new(keys);
     let db = Store::connect(store, keys.clone(), kms.dek_cache())
         .await
         .context("invalid database configuration")?;
-    Ok((Arc::new(StoreBackend::new(db.clone(), keys)), db))
+    Ok((Arc::new(StoreBackend::new(db.clone(), keys).with_row_cache(row_cache_ttl)), db))
 }
 
 async fn mint_token(

@@ -66,6 +66,12 @@ pub struct ApiArgs {
     #[arg(long, env = "VAULT_AUDIT_OVERFLOW", default_value = "fail-closed")]
     pub audit_overflow: String,
 
+    /// How long a secret's sealed rows (never plaintext) are reused for reads and verifies, in
+    /// milliseconds; 0 turns the cache off. At most 1000: a rotation committed elsewhere must be
+    /// served within the replication lag plus one second (DESIGN.md §6).
+    #[arg(long, env = "VAULT_ROW_CACHE_TTL_MS", default_value_t = 500)]
+    pub row_cache_ttl_ms: u64,
+
     /// Seconds in-flight requests get to finish after SIGTERM.
     #[arg(long, env = "VAULT_SHUTDOWN_GRACE_SECS", default_value_t = 20)]
     pub shutdown_grace_secs: u64,
@@ -100,8 +106,26 @@ fn err(var: &'static str, message: impl Into<String>) -> ConfigError {
     ConfigError { var, message: message.into() }
 }
 
+/// Upper bound of `VAULT_ROW_CACHE_TTL_MS` (DESIGN.md §6: new versions within lag + 1 s).
+pub const MAX_ROW_CACHE_TTL_MS: u64 = 1000;
+
 impl ApiArgs {
+    /// The sealed-row cache TTL; needed before the backend is built, so checked on its own too.
+    pub fn row_cache_ttl(&self) -> Result<Duration, ConfigError> {
+        if self.row_cache_ttl_ms > MAX_ROW_CACHE_TTL_MS {
+            return Err(err(
+                "VAULT_ROW_CACHE_TTL_MS",
+                format!(
+                    "{} is over {MAX_ROW_CACHE_TTL_MS} (new versions must be served within lag + 1 s)",
+                    self.row_cache_ttl_ms
+                ),
+            ));
+        }
+        Ok(Duration::from_millis(self.row_cache_ttl_ms))
+    }
+
     pub fn validate(self) -> Result<ApiConfig, ConfigError> {
+        self.row_cache_ttl()?;
         let listen = self
             .listen
             .parse()
@@ -217,7 +241,8 @@ mod tests {
 
     #[test]
     fn errors_name_the_variable() {
-        let cases: [(&[&str], &str); 8] = [
+        let cases: [(&[&str], &str); 9] = [
+            (&["--row-cache-ttl-ms", "1001"], "VAULT_ROW_CACHE_TTL_MS"),
             (&["--listen", "nope"], "VAULT_API_LISTEN"),
             (&["--allowed-ips", "10.0.0.0/33"], "VAULT_ALLOWED_IPS"),
             (&["--trust-proxy", "true"], "VAULT_TRUSTED_PROXIES"),

@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod model;
 pub mod openapi;
 pub mod router;
+pub mod row_cache;
 pub mod server;
 pub mod state;
 pub mod store_backend;

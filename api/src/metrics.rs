@@ -134,6 +134,8 @@ impl Collector for StoreCollector {
             ("kms_errors", "Failed calls to the key service", s.kms_errors),
             ("dek_cache_hits", "Unwrapped-DEK cache hits", s.dek_cache_hits),
             ("dek_cache_misses", "Unwrapped-DEK cache misses", s.dek_cache_misses),
+            ("row_cache_hits", "Reads and verifies answered from the sealed-row cache", s.row_cache_hits),
+            ("row_cache_misses", "Reads and verifies that queried the database", s.row_cache_misses),
         ] {
             let c = ConstCounter::new(value);
             let m = encoder.encode_descriptor(name, help, None, c.metric_type())?;

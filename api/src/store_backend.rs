@@ -3,16 +3,19 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use hyperion_vault_core::keywrap::{BoxFuture, EncryptionContext, KeyWrapper, NewDek, WrapError, WrappedDek};
 use hyperion_vault_core::name::SecretName;
 use hyperion_vault_core::secret::{Dek, SecretBytes};
 use hyperion_vault_core::token::Fingerprint;
 use hyperion_vault_store::model as sm;
+use hyperion_vault_store::sealed::SealedRow;
 use hyperion_vault_store::{Store, StoreError};
 use jiff::Timestamp;
 
 use crate::backend::*;
+use crate::row_cache::RowCache;
 
 /// Counts calls to the wrapped key service (bounded: two counters, no labels).
 pub struct CountingKeys {
@@ -64,11 +67,43 @@ impl KeyWrapper for CountingKeys {
 pub struct StoreBackend {
     store: Store,
     keys: Arc<CountingKeys>,
+    /// Live versions by name, sealed: serves reads and verifies (see [`crate::row_cache`]).
+    rows: RowCache<Vec<SealedRow>>,
 }
+
+/// Default of `VAULT_ROW_CACHE_TTL_MS`.
+pub const DEFAULT_ROW_CACHE_TTL: Duration = Duration::from_millis(500);
+/// Names whose sealed rows are held at once.
+const ROW_CACHE_ENTRIES: usize = 10_000;
 
 impl StoreBackend {
     pub fn new(store: Store, keys: Arc<CountingKeys>) -> Self {
-        Self { store, keys }
+        Self { store, keys, rows: RowCache::new(DEFAULT_ROW_CACHE_TTL, ROW_CACHE_ENTRIES) }
+    }
+
+    /// Sets the sealed-row cache TTL (zero: off).
+    pub fn with_row_cache(self, ttl: Duration) -> Self {
+        Self { rows: RowCache::new(ttl, ROW_CACHE_ENTRIES), ..self }
+    }
+
+    /// The live sealed versions of `name`, newest first (empty: no such secret), from the cache or
+    /// the reader pool. Only non-empty answers are cached, so a new secret is readable at once.
+    async fn live(&self, name: &SecretName) -> BackendResult<Arc<Vec<SealedRow>>> {
+        if let Some(rows) = self.rows.get(name.as_str()) {
+            return Ok(rows);
+        }
+        let fetched_at = Instant::now();
+        let rows = Arc::new(
+            read_retrying(|| self.store.live_sealed(name, Timestamp::now())).await.map_err(map_err)?,
+        );
+        if !rows.is_empty() {
+            self.rows.insert(name.as_str(), Arc::clone(&rows), fetched_at);
+        }
+        Ok(rows)
+    }
+
+    async fn open(&self, row: &SealedRow) -> BackendResult<SecretValue> {
+        self.store.open_sealed(row).await.map(value).map_err(map_err)
     }
 
     pub fn store(&self) -> &Store {
@@ -194,11 +229,15 @@ impl Backend for StoreBackend {
             kms_errors: self.keys.errors.load(Ordering::Relaxed),
             dek_cache_hits: c.hits,
             dek_cache_misses: c.misses,
+            row_cache_hits: self.rows.stats().0,
+            row_cache_misses: self.rows.stats().1,
         }
     }
 
     fn create_secret(&self, new: NewSecret) -> BoxFuture<'_, BackendResult<SecretValue>> {
         Box::pin(async move {
+            let key = new.name.as_str().to_owned();
+            let _fresh = self.rows.invalidate_on_drop(&key);
             let stored = SecretBytes::copy_from(new.value.expose());
             let spec = sm::NewSecret {
                 name: new.name,
@@ -228,6 +267,7 @@ impl Backend for StoreBackend {
         value: SecretBytes,
     ) -> BoxFuture<'a, BackendResult<u32>> {
         Box::pin(async move {
+            let _fresh = self.rows.invalidate_on_drop(name.as_str());
             let v = self.store.put_value(name, value, Timestamp::now()).await.map_err(map_err)?;
             Ok(v.version)
         })
@@ -239,6 +279,7 @@ impl Backend for StoreBackend {
         update: MetaUpdate,
     ) -> BoxFuture<'a, BackendResult<()>> {
         Box::pin(async move {
+            let _fresh = self.rows.invalidate_on_drop(name.as_str());
             let u = sm::MetadataUpdate {
                 description: update.description,
                 rotation_interval: update.rotation_interval,
@@ -252,6 +293,7 @@ impl Backend for StoreBackend {
 
     fn rotate<'a>(&'a self, name: &'a SecretName) -> BoxFuture<'a, BackendResult<SecretValue>> {
         Box::pin(async move {
+            let _fresh = self.rows.invalidate_on_drop(name.as_str());
             for _ in 0..ROTATE_ATTEMPTS {
                 let m = self.store.metadata(name).await.map_err(map_err)?.ok_or(BackendError::NotFound)?;
                 if m.kind != sm::SecretKind::Automatic {
@@ -294,11 +336,9 @@ impl Backend for StoreBackend {
 
     fn read_current<'a>(&'a self, name: &'a SecretName) -> BoxFuture<'a, BackendResult<SecretValue>> {
         Box::pin(async move {
-            read_retrying(|| self.store.read_current(name))
-                .await
-                .map_err(map_err)?
-                .map(value)
-                .ok_or(BackendError::NotFound)
+            let rows = self.live(name).await?;
+            let current = rows.iter().find(|r| r.expires_at.is_none()).ok_or(BackendError::NotFound)?;
+            self.open(current).await
         })
     }
 
@@ -308,11 +348,11 @@ impl Backend for StoreBackend {
         version: u32,
     ) -> BoxFuture<'a, BackendResult<SecretValue>> {
         Box::pin(async move {
-            read_retrying(|| self.store.read_version(name, version, Timestamp::now()))
-                .await
-                .map_err(map_err)?
-                .map(value)
-                .ok_or(BackendError::NotFound)
+            let rows = self.live(name).await?;
+            let now = Timestamp::now();
+            let row =
+                rows.iter().find(|r| r.version == version && r.is_live(now)).ok_or(BackendError::NotFound)?;
+            self.open(row).await
         })
     }
 
@@ -322,7 +362,8 @@ impl Backend for StoreBackend {
         presented: &'a [u8],
     ) -> BoxFuture<'a, BackendResult<Option<u32>>> {
         Box::pin(async move {
-            read_retrying(|| self.store.verify(name, presented, Timestamp::now())).await.map_err(map_err)
+            let rows = self.live(name).await?;
+            self.store.verify_sealed(&rows, presented, Timestamp::now()).await.map_err(map_err)
         })
     }
 
@@ -363,6 +404,7 @@ impl Backend for StoreBackend {
 
     fn delete<'a>(&'a self, name: &'a SecretName) -> BoxFuture<'a, BackendResult<()>> {
         Box::pin(async move {
+            let _fresh = self.rows.invalidate_on_drop(name.as_str());
             match self.store.delete(name, &sm::Owner::Api, Timestamp::now()).await.map_err(map_err)? {
                 true => Ok(()),
                 false => Err(BackendError::NotFound),

@@ -10,24 +10,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::http::{Method, StatusCode};
+use common::store::{StoreOptions, env};
 use common::{Harness, Options, assert_error, unique};
 use hyperion_vault_api::backend::Backend;
-use hyperion_vault_api::store_backend::{CountingKeys, StoreBackend};
-use hyperion_vault_store::Store;
-use hyperion_vault_store::config::StoreArgs;
-use hyperion_vault_store::dek_cache::DekCache;
-use hyperion_vault_store::kms::{AwsKms, RetryPolicy};
 use serde_json::json;
-
-fn env(var: &str) -> String {
-    match std::env::var(var) {
-        Ok(v) if !v.is_empty() => v,
-        _ => panic!(
-            "{var} is not set: these tests need the real testenv. Run `e2e/testenv/testenv up`, then \
-             `source ${{HV_TESTENV_DIR:-/tmp/hyperion-vault-testenv}}/env` and run the tests again"
-        ),
-    }
-}
 
 fn testenv(args: &[&str]) {
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../e2e/testenv/testenv");
@@ -48,20 +34,16 @@ impl Drop for Restore {
     }
 }
 
+/// Fast-failing dependencies, and no sealed-row cache: every read here must really reach a node
+/// (the standby while the primary is down; KMS or the DEK cache while KMS is down).
 async fn backend() -> Arc<dyn Backend> {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    env("AWS_ACCESS_KEY_ID");
-    let policy =
-        RetryPolicy { max_retries: 1, attempt_timeout: Duration::from_secs(1), ..RetryPolicy::default() };
-    let kms = AwsKms::from_env(env("VAULT_KMS_KEY_ID"), Some(&env("VAULT_KMS_ENDPOINT")), policy).await;
-    let keys = CountingKeys::new(Arc::new(kms));
-    let mut args = StoreArgs::from_url(&env("TESTENV_PG_DSN_RW"));
-    args.pg_pool_size = 4;
-    args.pg_connect_timeout_secs = 2;
-    let store =
-        Store::connect(&args, keys.clone(), DekCache::new(Duration::from_secs(300), 1000)).await.unwrap();
-    store.migrate().await.expect("migrations apply");
-    Arc::new(StoreBackend::new(store, keys))
+    let opts = StoreOptions {
+        kms_retries: 1,
+        kms_attempt_timeout: Duration::from_secs(1),
+        pg_connect_timeout_secs: 2,
+        row_cache_ttl: Duration::ZERO,
+    };
+    common::store::store_and_backend(opts).await.1
 }
 
 #[tokio::test]

@@ -29,14 +29,12 @@ WORK=$(mktemp -d)
 TOKEN=$(python3 -c 'import secrets; print("bench-" + secrets.token_hex(24))')
 env VAULT_DATABASE_URL="$TESTENV_PG_DSN_RW" VAULT_KMS_MODE=aws VAULT_API_MIGRATE=true \
   VAULT_ALLOWED_IPS=127.0.0.1 VAULT_API_LISTEN=127.0.0.1:$PORT VAULT_PG_POOL_SIZE=$POOL RUST_LOG=warn \
+  VAULT_BOOTSTRAP_TOKEN="$TOKEN" \
   setsid "$BIN" > "$WORK/server.log" 2>&1 < /dev/null &
 PID=$!
 trap 'kill -TERM $PID 2>/dev/null || true; wait $PID 2>/dev/null || true' EXIT
 for _ in $(seq 1 50); do curl -sf "http://127.0.0.1:$PORT/readyz" > /dev/null && break; sleep 0.2; done
-ADMIN=$(env VAULT_DATABASE_URL="$TESTENV_PG_DSN_RW" VAULT_KMS_MODE=aws RUST_LOG=error \
-  "$BIN" mint-token --name "bench-$(date +%s%N)" --role admin --expires-in-secs 3600 2> /dev/null) || {
-  # No admin role yet on a fresh database: bootstrap one through a short-lived server.
-  echo "no admin role: start the API once with VAULT_BOOTSTRAP_TOKEN" >&2; exit 1; }
+ADMIN=$TOKEN   # the bootstrap admin token this server was started with
 NAME="bench/$(date +%s%N)"
 VALUE=$(python3 -c 'import secrets; print(secrets.token_urlsafe(32))')
 curl -sf -X POST "http://127.0.0.1:$PORT/v1/secrets" -H "Authorization: Bearer $ADMIN" \

@@ -27,6 +27,7 @@ pub mod error;
 pub mod kms;
 pub mod migrate;
 pub mod model;
+pub mod sealed;
 pub mod secrets;
 mod store;
 

@@ -12,7 +12,6 @@ use hyperion_vault_core::keywrap::{EncryptionContext, WrappedDek};
 use hyperion_vault_core::name::SecretName;
 use hyperion_vault_core::schedule;
 use hyperion_vault_core::secret::SecretBytes;
-use hyperion_vault_core::verify::find_match;
 use jiff::Timestamp;
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
@@ -22,6 +21,7 @@ use crate::model::{
     DueFilter, DueRotation, ListQuery, MetadataUpdate, NewSecret, Owner, Page, RotateOutcome, SecretKind,
     SecretMeta, SecretValue, VersionMeta,
 };
+use crate::sealed::{LIVE_VERSIONS, SealedRow};
 use crate::store::{SealedVersion, Store, with_reader, with_writer};
 
 /// Attempts of `put_value` when concurrent writers keep moving the current version.
@@ -55,12 +55,6 @@ macro_rules! due_select {
 }
 
 /// Live versions of a secret, newest first, for `verify`.
-const LIVE_VERSIONS: &str = concat!(
-    value_select!(),
-    "WHERE s.name = $1 AND s.deleted_at IS NULL AND v.ciphertext IS NOT NULL \
-     AND (v.expires_at IS NULL OR v.expires_at > $2) ORDER BY v.version DESC"
-);
-
 const INSERT_VERSION: &str = "INSERT INTO vault.secret_versions \
      (secret_id, version, kms_key_id, wrapped_dek, nonce, ciphertext, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)";
 
@@ -631,18 +625,8 @@ impl Store {
             }
             .await)?,
         };
-        if rows.is_empty() {
-            let (dek, sealed) = &self.inner.decoy;
-            let decoy = envelope::open(dek, "decoy", 1, &sealed.nonce, &sealed.ciphertext)
-                .map_err(error::crypto("open the decoy"))?;
-            let _ = find_match(presented, [(1u32, decoy.expose())]);
-            return Ok(None);
-        }
-        let mut values = Vec::with_capacity(rows.len());
-        for row in &rows {
-            values.push(self.open_row(row).await?);
-        }
-        Ok(find_match(presented, values.iter().map(|v| (v.version, v.value.expose()))))
+        let rows = rows.iter().map(SealedRow::from_row).collect::<Result<Vec<_>, _>>()?;
+        self.verify_sealed(&rows, presented, now).await
     }
 
     /// Metadata of a live secret.
@@ -1016,15 +1000,15 @@ fn corrupt(detail: impl Into<String>) -> StoreError {
     StoreError::Corrupt { what: "secret row", detail: detail.into() }
 }
 
-fn parse_name(raw: &str) -> Result<SecretName, StoreError> {
+pub(crate) fn parse_name(raw: &str) -> Result<SecretName, StoreError> {
     SecretName::parse(raw).map_err(|e| corrupt(format!("invalid name: {e}")))
 }
 
-fn parse_kind(raw: &str) -> Result<SecretKind, StoreError> {
+pub(crate) fn parse_kind(raw: &str) -> Result<SecretKind, StoreError> {
     raw.parse().map_err(|_| corrupt(format!("unknown kind {raw:?}")))
 }
 
-fn to_u32(v: i32) -> Result<u32, StoreError> {
+pub(crate) fn to_u32(v: i32) -> Result<u32, StoreError> {
     u32::try_from(v).map_err(|_| corrupt("negative version"))
 }
 

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod scenarios;
+pub mod store;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
