@@ -181,6 +181,12 @@ pub(crate) fn unique_violation(e: &tokio_postgres::Error) -> Option<&str> {
     (db.code() == &SqlState::UNIQUE_VIOLATION).then(|| db.constraint().unwrap_or(""))
 }
 
+/// The constraint a CHECK violation names, if `e` is one.
+pub(crate) fn check_violation(e: &tokio_postgres::Error) -> Option<&str> {
+    let db = e.as_db_error()?;
+    (db.code() == &SqlState::CHECK_VIOLATION).then(|| db.constraint().unwrap_or(""))
+}
+
 pub(crate) fn is_code(e: &tokio_postgres::Error, state: &SqlState) -> bool {
     e.code() == Some(state)
 }

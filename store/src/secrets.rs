@@ -16,7 +16,7 @@ use jiff::Timestamp;
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 
-use crate::error::{self, StoreError, db, unique_violation};
+use crate::error::{self, StoreError, check_violation, db, unique_violation};
 use crate::model::{
     DueFilter, DueRotation, ListQuery, MetadataUpdate, NewSecret, Owner, Page, RotateOutcome, SecretKind,
     SecretMeta, SecretValue, VersionMeta,
@@ -309,9 +309,18 @@ impl Store {
             }
             if current >= 1 {
                 let stmt = tx.prepare_cached(SUPERSEDE).await.map_err(db("prepare the supersede"))?;
-                tx.execute(&stmt, &[&meta.id, &current, &now, &expires, &shred_now])
-                    .await
-                    .map_err(db("supersede the previous version"))?;
+                match tx.execute(&stmt, &[&meta.id, &current, &now, &expires, &shred_now]).await {
+                    Ok(_) => {}
+                    // The current version was written after the caller took `now` (e.g. an API
+                    // rotate between the controller's clock read and its database read): a
+                    // version may not be superseded before it existed, so this write lost the
+                    // race like any other and the caller retries with a fresh clock.
+                    Err(e) if check_violation(&e) == Some("versions_timestamps") => {
+                        tx.rollback().await.map_err(db("roll back a version older than its predecessor"))?;
+                        return Ok(None);
+                    }
+                    Err(e) => return Err(db("supersede the previous version")(e)),
+                }
             }
             insert_version(&tx, meta.id, next, sealed, now).await?;
             tx.commit().await.map_err(db("commit the new version"))?;

@@ -303,6 +303,26 @@ async fn concurrent_rotations_from_two_connections_yield_one_version() {
     }
 }
 
+/// A writer whose clock was read before the current version was written (the controller takes
+/// `now`, an API rotate lands, then the controller reads the row) loses like any other racer,
+/// instead of failing on the versions_timestamps CHECK.
+#[tokio::test]
+#[ignore = "needs the testenv: run through the README test command"]
+async fn a_rotation_stamped_before_the_current_version_is_a_conflict() {
+    let store = local_store().await;
+    let n = format!("store-test/{}", unique("early-clock"));
+    let now = Timestamp::now();
+    let created = now - jiff::SignedDuration::from_secs(60);
+    store.create_secret(automatic(&n, Duration::from_secs(60)), None, created).await.unwrap();
+    // Version 2 written at `now` by someone else; this writer read its clock 5 s before that.
+    assert!(matches!(store.rotate(&name(&n), 1, None, now).await.unwrap(), RotateOutcome::Rotated { .. }));
+    let early = now - jiff::SignedDuration::from_secs(5);
+    let outcome = store.rotate(&name(&n), 2, None, early).await.expect("a conflict, not an error");
+    assert_eq!(outcome, RotateOutcome::Conflict { current_version: 2 });
+    assert_eq!(store.history(&name(&n)).await.unwrap().unwrap().len(), 2, "nothing was written");
+    store.delete(&name(&n), &Owner::Api, now).await.unwrap();
+}
+
 #[tokio::test]
 #[ignore = "needs the testenv: run through the README test command"]
 async fn reads_are_served_by_the_standby() {
