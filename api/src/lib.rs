@@ -17,6 +17,7 @@ pub mod memory;
 pub mod metrics;
 pub mod model;
 pub mod openapi;
+pub mod protocol;
 pub mod router;
 pub mod row_cache;
 pub mod server;

@@ -58,6 +58,12 @@ pub struct MemoryBackend {
     pub kms_down: AtomicBool,
 }
 
+/// What the store answers for text PostgreSQL refuses (`invalid byte sequence for encoding "UTF8":
+/// 0x00`): an internal error, as a query the API should never have sent.
+fn nul_in_text() -> BackendError {
+    BackendError::Internal("text with a NUL byte: PostgreSQL refuses it".into())
+}
+
 fn secs(d: std::time::Duration) -> SignedDuration {
     SignedDuration::from_secs(i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
@@ -307,6 +313,9 @@ impl Backend for MemoryBackend {
         limit: u32,
     ) -> BoxFuture<'a, BackendResult<Page<SecretMeta, String>>> {
         Box::pin(async move {
+            if [prefix, cursor].into_iter().flatten().any(|t| t.contains('\0')) {
+                return Err(nul_in_text());
+            }
             let g = self.lock()?;
             let range = match cursor {
                 Some(a) => {
@@ -543,6 +552,10 @@ impl Backend for MemoryBackend {
 
     fn append_audit_batch<'a>(&'a self, events: &'a [AuditEvent]) -> BoxFuture<'a, BackendResult<()>> {
         Box::pin(async move {
+            let texts = events.iter().flat_map(|e| [Some(&e.actor), e.secret.as_ref(), e.detail.as_ref()]);
+            if texts.flatten().any(|t| t.contains('\0')) {
+                return Err(nul_in_text());
+            }
             let mut g = self.lock()?;
             for e in events {
                 let id = i64::try_from(g.audit.len()).unwrap_or(i64::MAX) + 1;

@@ -30,6 +30,7 @@ pub struct Metrics {
     pub audit_write_failures: Counter,
     pub audit_dropped: Counter,
     pub audit_rejected: Counter,
+    pub protocol_rejections: Counter,
 }
 
 fn latency_histogram() -> Histogram {
@@ -48,6 +49,7 @@ impl Metrics {
             audit_write_failures: Counter::default(),
             audit_dropped: Counter::default(),
             audit_rejected: Counter::default(),
+            protocol_rejections: Counter::default(),
         }
     }
 
@@ -93,6 +95,11 @@ impl Metrics {
             "audit_queue_rejections",
             "Calls refused because the audit queue was full",
             self.audit_rejected.clone(),
+        );
+        r.register(
+            "http_protocol_rejections",
+            "Requests refused before routing because they are not valid HTTP/1.1 (bad bytes, too many or too large headers)",
+            self.protocol_rejections.clone(),
         );
         r.register_collector(Box::new(StoreCollector { backend, backlog }));
         r

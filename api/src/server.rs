@@ -1,7 +1,6 @@
-//! Serving: plain TCP or rustls (ring provider), graceful shutdown on SIGTERM / ctrl-c, and the
-//! audit flusher drained before exit.
+//! Serving: plain TCP or rustls (ring provider) through [`crate::protocol::serve`], graceful
+//! shutdown on SIGTERM / ctrl-c, and the audit flusher drained before exit.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -35,50 +34,43 @@ pub async fn run(config: ApiConfig, backend: Arc<dyn Backend>) -> anyhow::Result
         },
     );
     let flusher = tokio::spawn(crate::audit::run_flusher(rx, backend, state.metrics.clone()));
-    let app = crate::router::app(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    let app = crate::router::app(state.clone());
     let grace = config.shutdown_grace;
 
-    // One signal listener; both servers and the deadline watch it.
+    // One signal listener; the server's graceful shutdown watches it.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         shutdown_signal().await;
         let _ = stop_tx.send(true);
     });
 
-    match &config.tls {
-        None => {
-            let listener = tokio::net::TcpListener::bind(config.listen)
-                .await
-                .with_context(|| format!("failed to bind VAULT_API_LISTEN={}", config.listen))?;
-            tracing::info!(addr = %config.listen, tls = false, "Listening");
-            let serve = axum::serve(listener, app).with_graceful_shutdown(stopped(stop_rx.clone()));
-            // In-flight requests get `grace`; connections still open after that are dropped.
-            let deadline = async {
-                stopped(stop_rx.clone()).await;
-                tokio::time::sleep(grace).await;
-            };
-            tokio::select! {
-                r = serve => r.context("server failed")?,
-                () = deadline => tracing::warn!("Shutdown grace period over; closing remaining connections"),
-            }
-        }
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("failed to bind VAULT_API_LISTEN={}", config.listen))?;
+    let tls = match &config.tls {
+        None => None,
         Some(files) => {
-            let tls = axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(server_tls_config(files)?));
-            let handle = axum_server::Handle::new();
-            let h = handle.clone();
-            let rx = stop_rx.clone();
-            tokio::spawn(async move {
-                stopped(rx).await;
-                h.graceful_shutdown(Some(grace));
-            });
-            tracing::info!(addr = %config.listen, tls = true, "Listening");
-            axum_server::bind_rustls(config.listen, tls)
-                .handle(handle)
-                .serve(app)
-                .await
-                .with_context(|| format!("failed to serve TLS on VAULT_API_LISTEN={}", config.listen))?;
+            Some(axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(server_tls_config(files)?)))
         }
-    }
+    };
+    // In-flight requests get `grace`; connections still open after that are dropped.
+    let handle = axum_server::Handle::new();
+    let h = handle.clone();
+    tokio::spawn(async move {
+        stopped(stop_rx).await;
+        h.graceful_shutdown(Some(grace));
+    });
+    tracing::info!(addr = %config.listen, tls = tls.is_some(), "Listening");
+    crate::protocol::serve(
+        listener,
+        tls,
+        app,
+        handle,
+        crate::protocol::HEADER_READ_TIMEOUT,
+        state.metrics.clone(),
+    )
+    .await
+    .with_context(|| format!("failed to serve on VAULT_API_LISTEN={}", config.listen))?;
     tracing::info!("Server stopped; draining the audit queue");
     let backlog = state.audit.backlog();
     drop(state);

@@ -99,6 +99,11 @@ async fn audit_records_calls() {
 }
 
 #[tokio::test]
+async fn nul_and_control_bytes_never_reach_storage() {
+    scenarios::nul_and_control_bytes_never_reach_storage(&harness().await).await;
+}
+
+#[tokio::test]
 async fn owned_secret_accepts_value_and_rotate_but_not_metadata_or_delete() {
     let backend = Arc::new(MemoryBackend::new());
     let h = Harness::new(backend.clone(), Options::default()).await;

@@ -114,6 +114,12 @@ async fn audit_records_calls() {
 
 #[tokio::test]
 #[ignore = "needs the testenv: run through the README test command"]
+async fn nul_and_control_bytes_never_reach_storage() {
+    scenarios::nul_and_control_bytes_never_reach_storage(&harness(Options::default()).await).await;
+}
+
+#[tokio::test]
+#[ignore = "needs the testenv: run through the README test command"]
 async fn grace_window_ends() {
     use axum::http::{Method, StatusCode};
     use serde_json::json;

@@ -12,10 +12,11 @@ proving the header *would* work if trusted); token brute force -> 429 lockout th
 the right token from that client, while other clients are unaffected; a request body that is
 declared but never sent neither goes unanswered (Content-Length over the limit -> 413) nor holds an
 audit-queue slot for 30 s (a fourth API process with the smallest queue). Every error body must be
-JSON {"error": ...} — except what hyper itself refuses while parsing (control bytes or non-ASCII in the
-request line or a header value, over 100 headers): 400/431 with an empty body before any product code
-runs, counted as `http_level_rejections_empty_body`; 5xx must be 0; every API process must still be
-alive at the end.
+JSON {"error": ...} — including what hyper itself refuses while parsing (control bytes or non-ASCII in
+the request line or a header value, over 100 headers): 400/431 before any route runs, no request id,
+counted as `http_level_rejections_json_body` (`..._empty_body` if the body is empty, which fails); a
+client trickling its request head, or sending nothing, is cut after the header read timeout (~10 s);
+5xx must be 0; every API process must still be alive at the end.
 
 Brute-force and spoof traffic comes from random 127.x.y.z source addresses (all loopback on
 Linux), so lockouts (900 s, stored in PostgreSQL, shared by replicas) never hit 127.0.0.1 that the
@@ -47,7 +48,7 @@ BIN = os.path.join(os.environ.get("CARGO_TARGET_DIR", os.path.expanduser("~/.cac
                    "debug", "hyperion-vault-api")
 
 passed = failed = 0
-stats = {"requests": 0, "5xx": 0, "non_json_errors": 0, "protocol_rejections": 0}
+stats = {"requests": 0, "5xx": 0, "non_json_errors": 0, "protocol_rejections": 0, "protocol_rejections_json": 0}
 problems = []
 
 
@@ -141,7 +142,11 @@ def raw(method, path, headers=(), body=b"", port=None, src="127.0.0.1", content_
     if status >= 500 and count5xx:
         stats["5xx"] += 1
         problems.append(f"5xx: {method} {p[:120]!r} -> {r}")
-    if status >= 400 and "x-request-id" not in hdrs:
+    if status >= 400 and "x-request-id" not in hdrs and is_json_error(r):
+        # Refused by hyper while parsing, before any route ran; the API answers these with the JSON
+        # error body too (api/src/protocol.rs), just without a request id.
+        stats["protocol_rejections_json"] += 1
+    elif status >= 400 and "x-request-id" not in hdrs:
         # Refused by hyper while parsing (invalid bytes in the request line or a header value, too many
         # headers) before any product code ran: hyper answers 400/431 with an empty body and closes.
         stats["protocol_rejections"] += 1
@@ -397,6 +402,41 @@ try:
         check("with proxy trust, malformed X-Forwarded-For -> 4xx JSON", 400 <= r.status < 500 and is_json_error(r),
               repr(r))
 
+    # ------------------------------------------------------------ slow request heads (slowloris)
+    # A client that trickles its request head one byte a second, and one that connects and sends
+    # nothing, must be cut after the header read timeout (api/src/protocol.rs HEADER_READ_TIMEOUT,
+    # 10 s), not held for as long as they like. Runs in the background during the 30 s wait below.
+    slow_results = {}
+
+    def slow_head(label, head, seconds=30):
+        c = socket.create_connection(("127.0.0.1", PORT))
+        c.settimeout(1)
+        t0 = time.time()
+        try:
+            if head:
+                c.sendall(head)
+            while time.time() - t0 < seconds:
+                if head:
+                    c.sendall(b"a")
+                try:
+                    data = c.recv(4096)
+                    slow_results[label] = ("closed", time.time() - t0, data[:80])
+                    return
+                except socket.timeout:
+                    pass
+            slow_results[label] = ("open", time.time() - t0, b"")
+        except OSError as e:
+            slow_results[label] = ("closed", time.time() - t0, repr(e).encode())
+        finally:
+            c.close()
+
+    import threading
+    slow_threads = [threading.Thread(target=slow_head, args=(label, head), daemon=True) for label, head in
+                    [("trickled header", b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: "),
+                     ("trickled request line", b"GET /v1/secrets/"), ("nothing sent", b"")]]
+    for t in slow_threads:
+        t.start()
+
     # ------------------------------------------------------------ stalled request bodies vs the audit queue
     # Every audited call reserves an audit-queue slot before its body is read (api/README.md "Audit"),
     # and nothing times out a body that never comes: an allowlisted client that starts POST verify
@@ -424,6 +464,15 @@ try:
         time.sleep(1)
         r = raw("GET", "/v1/secrets/" + NAME, port=smport)
         check("after the stalled clients hang up, reads answer 200 again", r.status == 200, repr(r))
+
+    for t in slow_threads:
+        t.join(40)
+    for label in ("trickled header", "trickled request line", "nothing sent"):
+        state, held, data = slow_results.get(label, ("unknown", 0, b""))
+        print(f"FIGURE slow_head_{label.replace(' ', '_')}_held_s {held:.1f}")
+        check(f"slow client ({label}) cut by the header read timeout (~10 s), not held", state == "closed"
+              and 8 <= held <= 20 and not data.startswith(b"HTTP/1.1 2"),
+              f"{state} after {held:.1f} s, got {data!r}")
 
     # ------------------------------------------------------------ token brute force
     src = rand_src()
@@ -480,6 +529,26 @@ try:
     panics = sum(open(os.path.join(logdir, f), errors="replace").read().count("panicked")
                  for f in os.listdir(logdir) if f.endswith(".log"))
     check("target intact at the end", target_intact())
+
+    # ------------------------------------------------------------ the audit trail still flows
+    # Hostile names (NUL and control bytes in the path) are audited too; a row PostgreSQL refuses
+    # would stall the audit writer, which retries a batch until it is written.
+    def audit_metrics():
+        text = raw("GET", "/metrics").body.decode(errors="replace")
+        vals = {}
+        for line in text.splitlines():
+            for k in ("audit_write_failures_total", "audit_queue_depth"):
+                if line.startswith("hyperion_vault_api_" + k + " "):
+                    vals[k] = float(line.split()[1])
+        return vals
+    for _ in range(50):
+        am = audit_metrics()
+        if am.get("audit_queue_depth") == 0:
+            break
+        time.sleep(0.2)
+    print(f"FIGURE audit_write_failures {am.get('audit_write_failures_total')}")
+    check("audit trail still written after the hostile input (0 failed batch writes, queue drained)",
+          am.get("audit_write_failures_total") == 0 and am.get("audit_queue_depth") == 0, str(am))
 finally:
     for p in procs:
         p.terminate()
@@ -495,10 +564,14 @@ print(f"FIGURE requests_sent {stats['requests']}")
 print(f"FIGURE 5xx_seen {stats['5xx']}")
 print(f"FIGURE non_json_error_bodies {stats['non_json_errors']}")
 print(f"FIGURE http_level_rejections_empty_body {stats['protocol_rejections']}")
+print(f"FIGURE http_level_rejections_json_body {stats['protocol_rejections_json']}")
 print(f"FIGURE crashes {crashes}")
 print(f"FIGURE panics_in_logs {panics}")
 check("5xx seen: 0", stats["5xx"] == 0, str(stats["5xx"]))
 check("every error body is JSON {\"error\": ...}", stats["non_json_errors"] == 0, str(stats["non_json_errors"]))
+check("hyper's own refusals (bad bytes, too many headers) have the JSON error body too",
+      stats["protocol_rejections"] == 0 and stats["protocol_rejections_json"] > 0,
+      f"{stats['protocol_rejections']} empty, {stats['protocol_rejections_json']} JSON")
 check("crashes: 0 (API, controller and extra API processes alive)", crashes == 0, str(crashes))
 check("no panic in any process log", panics == 0, str(panics))
 print(f"hostile input: {passed} passed, {failed} failed")

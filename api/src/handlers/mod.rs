@@ -27,8 +27,16 @@ pub struct Ctx {
 
 impl Ctx {
     pub fn audit(&self, action: &'static str, secret: Option<&str>) {
-        // Bounded: a hostile path cannot make an audit row arbitrarily large.
-        let secret = secret.map(|s| s.chars().take(256).collect::<String>());
+        // Bounded: a hostile path cannot make an audit row arbitrarily large. Control characters
+        // are escaped: PostgreSQL text cannot hold NUL (`/v1/secrets/a%00b` would make the audit
+        // batch unwritable, and the flusher retries a batch until it is written), and an audit
+        // viewer should not be fed raw escapes.
+        let secret = secret.map(|s| {
+            s.chars()
+                .take(256)
+                .flat_map(|c| if c.is_control() { c.escape_debug().collect() } else { vec![c] })
+                .collect::<String>()
+        });
         note(&self.cell, |n| {
             n.action = Some(action);
             n.secret = secret;

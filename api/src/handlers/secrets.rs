@@ -41,8 +41,8 @@ pub struct ListSecretsQuery {
     pub limit: Option<u32>,
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,
-    /// Only names starting with this string.
-    #[param(max_length = 253)]
+    /// Only names starting with this string (characters of a name only).
+    #[param(max_length = 253, pattern = r"^[A-Za-z0-9._/-]*$")]
     pub prefix: Option<String>,
 }
 
@@ -323,8 +323,25 @@ pub async fn list(
     if q.prefix.as_ref().is_some_and(|p| p.len() > hyperion_vault_core::name::MAX_NAME_LEN) {
         return Err(AppError::bad_request("prefix: is longer than a name can be"));
     }
-    let after =
-        q.cursor.as_deref().filter(|c| !c.is_empty()).map(|c| cursor::decode(CURSOR_KIND, c)).transpose()?;
+    if q.prefix.as_ref().is_some_and(|p| !p.chars().all(|c| c.is_ascii_alphanumeric() || "._-/".contains(c)))
+    {
+        return Err(AppError::bad_request(
+            "prefix: may only contain the characters of a name (A-Z a-z 0-9 . _ - /)",
+        ));
+    }
+    // A cursor of this listing holds the last name of the previous page; anything else was not
+    // made here (and could carry bytes PostgreSQL refuses, such as NUL).
+    let after = q
+        .cursor
+        .as_deref()
+        .filter(|c| !c.is_empty())
+        .map(|c| {
+            let key = cursor::decode(CURSOR_KIND, c)?;
+            SecretName::parse(&key)
+                .map(|_| key)
+                .map_err(|_| AppError::bad_request("cursor: is not a cursor returned by this listing"))
+        })
+        .transpose()?;
     let page = st.backend.list(q.prefix.as_deref(), after.as_deref(), limit).await?;
     let items = page
         .items

@@ -508,3 +508,40 @@ pub async fn audit_records_calls(h: &Harness) {
     assert!(has("verify", "success mismatch"), "{found:?}");
     assert!(has("read", "denied"), "{found:?}");
 }
+
+/// Text PostgreSQL cannot store (NUL) never reaches it: the listing's parameters are parsed (400
+/// naming the field), and a path name with control bytes is audited escaped, so the audit batch
+/// stays writable and later events keep flowing.
+pub async fn nul_and_control_bytes_never_reach_storage(h: &Harness) {
+    let r = h.admin(Method::GET, "/v1/secrets?prefix=a%00", None).await;
+    assert_error(&r, StatusCode::BAD_REQUEST);
+    assert!(r.body["error"].as_str().unwrap().starts_with("prefix:"), "{:?}", r.body);
+    let r = h.admin(Method::GET, "/v1/secrets?prefix=%F0%9F%98%80", None).await;
+    assert_error(&r, StatusCode::BAD_REQUEST);
+    let forged = hyperion_vault_api::cursor::encode("secrets", "a\0b");
+    let r = h.admin(Method::GET, &format!("/v1/secrets?cursor={forged}"), None).await;
+    assert_error(&r, StatusCode::BAD_REQUEST);
+    assert!(r.body["error"].as_str().unwrap().starts_with("cursor:"), "{:?}", r.body);
+
+    let tag = unique("nul");
+    let r = h.call(Method::GET, &format!("/v1/secrets/{tag}%00x%01"), None, None).await;
+    assert_error(&r, StatusCode::BAD_REQUEST);
+    let after = unique("after-nul");
+    h.manual(&after, "after-nul-value").await;
+    let escaped = format!("{tag}\\0x\\u{{1}}");
+    let (mut saw_escaped, mut saw_after) = (false, false);
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let r = h.admin(Method::GET, "/v1/audit?limit=1000", None).await;
+        assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+        let items = r.body["items"].as_array().unwrap();
+        saw_escaped = items.iter().any(|e| e["secret"] == escaped.as_str() && e["action"] == "read");
+        saw_after = items.iter().any(|e| e["secret"] == after.as_str() && e["action"] == "create");
+        if saw_escaped && saw_after {
+            break;
+        }
+    }
+    assert!(saw_escaped, "the read of a name with NUL was not audited (as {escaped})");
+    assert!(saw_after, "audit events after it were not written");
+    assert_eq!(h.state.metrics.audit_write_failures.get(), 0, "an audit batch failed to write");
+}
