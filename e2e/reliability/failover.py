@@ -32,170 +32,36 @@ Figures as `FIGURE <name> <value>` lines (times in seconds, relative to the star
 named otherwise); the last line is `failover: N passed, M failed`; exit status 1 if any failed.
 Every plaintext value sent or received is appended to $HV_LEAK_MARKERS (if set) for leak_scan.sh.
 """
-import http.client
-import json
+import functools
 import os
 import random
 import secrets
-import signal
-import subprocess
-import sys
 import threading
 import time
 
-RUN_DIR = os.environ.get("HV_RUN_DIR", "/tmp/hyperion-vault-run")
-ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
-TESTENV = os.path.join(ROOT, "e2e", "testenv", "testenv")
-PORT = int(os.environ["HV_API_PORT"])
-ADMIN = open(os.path.join(RUN_DIR, "run", "admin-token")).read().strip()
+import suite
+from suite import ENV, RUN_DIR, check, figure, kubectl, load_env, mark, pid_of, psql, rnd, testenv
+
 READERS, WRITERS = 4, 3
 PRE_S, NO_PRIMARY_S, RECOVERY_MAX_S, POST_S = 4.0, 4.0, 45.0, 4.0
 TIMEOUT_S = 30
 WALL_LIMIT_S = 280  # the whole suite stops by itself after this
 
-
-def load_env():
-    env = {}
-    for line in open(os.path.join(RUN_DIR, "env")):
-        line = line.strip()
-        if line.startswith("export "):
-            line = line[len("export "):]
-        if "=" in line and not line.startswith("#"):
-            k, v = line.split("=", 1)
-            env[k] = v.strip("'\"")
-    return env
-
-
-ENV = load_env()
-passed = failed = 0
+load_env()
 T0 = time.monotonic()
-
-
-def check(what, cond, detail=""):
-    global passed, failed
-    if cond:
-        passed += 1
-        print(f"ok   - {what}", flush=True)
-    else:
-        failed += 1
-        print(f"FAIL - {what}" + (f"  [{detail}]" if detail else ""), flush=True)
-    return cond
-
-
-def figure(name, value):
-    print(f"FIGURE {name} {value}", flush=True)
+call = functools.partial(suite.call, timeout=TIMEOUT_S)
 
 
 def finish():
-    print(f"failover: {passed} passed, {failed} failed", flush=True)
-    sys.exit(1 if failed else 0)
+    suite.finish("failover")
 
 
-def on_alarm(*_):
-    check(f"suite finished within {WALL_LIMIT_S} s", False)
-    finish()
-
-
-signal.signal(signal.SIGALRM, on_alarm)
-signal.alarm(WALL_LIMIT_S)
-
-# ------------------------------------------------------------------ leak markers
-_mlock = threading.Lock()
-_mfile = open(os.environ["HV_LEAK_MARKERS"], "a") if os.environ.get("HV_LEAK_MARKERS") else None
-
-
-def mark(label, value, scope="all"):
-    if _mfile is None or not value or any(c.isspace() for c in value):
-        return
-    with _mlock:
-        _mfile.write(f"{label} {value} {scope}\n")
-        _mfile.flush()
-
-
-# ------------------------------------------------------------------ HTTP
-class Resp:
-    __slots__ = ("status", "body", "retry_after", "t0", "t1", "error")
-
-    def __init__(self, status, body, retry_after, t0, t1, error=""):
-        self.status, self.body, self.retry_after, self.t0, self.t1, self.error = status, body, retry_after, t0, t1, error
-
-    def json(self):
-        try:
-            return json.loads(self.body)
-        except Exception:
-            return None
-
-    def clean_error(self):
-        """A JSON {"error": "..."} body."""
-        j = self.json()
-        return isinstance(j, dict) and isinstance(j.get("error"), str) and bool(j["error"])
-
-    def __repr__(self):
-        return f"{self.status} {self.error or self.body[:160]!r}"
-
-
-def call(method, path, body=None, auth=False, timeout=TIMEOUT_S):
-    """One request on its own connection (no keep-alive ambiguity). status 0 = transport error."""
-    h = {"Connection": "close"}
-    data = None
-    if body is not None:
-        data = json.dumps(body).encode()
-        h["Content-Type"] = "application/json"
-    if auth:
-        h["Authorization"] = "Bearer " + ADMIN
-    t0 = time.monotonic()
-    conn = http.client.HTTPConnection("127.0.0.1", PORT, timeout=timeout)
-    try:
-        conn.request(method, path, data, h)
-        r = conn.getresponse()
-        out = r.read()
-        return Resp(r.status, out, r.getheader("Retry-After"), t0, time.monotonic())
-    except Exception as e:  # noqa: BLE001 - every transport failure is a finding
-        return Resp(0, b"", None, t0, time.monotonic(), f"{type(e).__name__}: {e}")
-    finally:
-        conn.close()
-
-
-def testenv(*args, timeout=180):
-    t0 = time.monotonic()
-    p = subprocess.run([TESTENV, *args], env={**os.environ, "HV_TESTENV_DIR": RUN_DIR}, capture_output=True,
-                       text=True, timeout=timeout)
-    return p.returncode, (p.stdout + p.stderr).strip(), t0, time.monotonic()
-
-
-def psql(port, sql, db=None):
-    p = subprocess.run([os.path.join(ENV["PG_BIN_DIR"], "psql"), "-X", "-qtA", "-v", "ON_ERROR_STOP=1",
-                        "-h", ENV["PG_HOST"], "-p", str(port), "-U", ENV["PG_SUPERUSER"], "-d",
-                        db or ENV["PG_DATABASE"], "-c", sql],
-                       env={**os.environ, "PGPASSWORD": ENV["PG_SUPERPASSWORD"], "PGCONNECT_TIMEOUT": "3",
-                            "PGOPTIONS": "-c client_min_messages=warning"},
-                       capture_output=True, text=True, timeout=30)
-    return p.returncode, p.stdout.strip(), p.stderr.strip()
+suite.arm_wall_limit(WALL_LIMIT_S, finish)
 
 
 def in_recovery(port):
     rc, out, _ = psql(port, "select pg_is_in_recovery()")
     return {"f": False, "t": True}.get(out) if rc == 0 else None
-
-
-def kubectl(*args, stdin=None, timeout=90):
-    env = {**os.environ, "KUBECONFIG": ENV["KUBECONFIG"], "KUBECACHEDIR": ENV.get("KUBECACHEDIR", "")}
-    p = subprocess.run([ENV["KUBECTL"], *args], input=stdin, env=env, capture_output=True, text=True,
-                       timeout=timeout)
-    return p.returncode, (p.stdout + p.stderr).strip()
-
-
-def pid_of(name):
-    try:
-        pid = int(open(os.path.join(RUN_DIR, "run", f"{name}.pid")).read().strip())
-        os.kill(pid, 0)
-        return pid
-    except (OSError, ValueError):
-        return None
-
-
-def rnd(prefix):
-    return prefix + secrets.token_hex(16)
 
 
 # ------------------------------------------------------------------ setup

@@ -51,61 +51,19 @@ import time
 
 import yaml
 
-RUN_DIR = os.environ.get("HV_RUN_DIR", "/tmp/hyperion-vault-run")
-RUN = os.path.join(RUN_DIR, "run")
-ENV = {}
-for line in open(os.path.join(RUN_DIR, "env")):
-    line = line.strip()
-    if line.startswith("export "):
-        line = line[len("export "):]
-    if "=" in line and not line.startswith("#"):
-        k, v = line.split("=", 1)
-        ENV[k] = v.strip("'\"")
-PORT = int(os.environ["HV_API_PORT"])
-ADMIN = open(os.path.join(RUN, "admin-token")).read().strip()
+import suite
+from suite import ENV, PORT, RUN, check, figure, leak_marker, load_env, prepare
+
+load_env()
 DURATION = float(sys.argv[1]) if len(sys.argv) > 1 else 40.0
 READERS = int(os.environ.get("HV_READERS", "24"))
 INTERVAL, GRACE = 4, 3
 M = 0.2                  # s, margin on every boundary
 GROUP = "vault.hyperiondb.io/v1alpha1"
 
-passed = failed = 0
-
-
-def check(what, cond, detail=""):
-    global passed, failed
-    if cond:
-        passed += 1
-        print(f"ok   - {what}", flush=True)
-    else:
-        failed += 1
-        print(f"FAIL - {what}" + (f"  [{detail}]" if detail else ""), flush=True)
-    return cond
-
-
-def figure(name, value):
-    print(f"FIGURE {name} {value}", flush=True)
-
 
 def finish():
-    print(f"readers during rotation: {passed} passed, {failed} failed", flush=True)
-    sys.exit(1 if failed else 0)
-
-
-marker_lock = threading.Lock()
-markers_seen = set()
-
-
-def leak_marker(label, value):
-    if not value:
-        return
-    with marker_lock:
-        if value in markers_seen:
-            return
-        markers_seen.add(value)
-        if os.environ.get("HV_LEAK_MARKERS"):
-            with open(os.environ["HV_LEAK_MARKERS"], "a") as f:
-                f.write(f"{label} {value} all\n")
+    suite.finish("readers during rotation")
 
 
 TS_RE = re.compile(r"^(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)(?:\.(\d+))?Z$")
@@ -129,13 +87,7 @@ class Client:
         self.conn = None
 
     def req(self, method, path, body=None, auth=False):
-        h = {}
-        data = None
-        if body is not None:
-            data = json.dumps(body).encode()
-            h["Content-Type"] = "application/json"
-        if auth:
-            h["Authorization"] = "Bearer " + ADMIN
+        data, h = prepare(body, auth, close=False)
         for attempt in (1, 2):
             if self.conn is None:
                 self.conn = http.client.HTTPConnection("127.0.0.1", PORT, timeout=15)

@@ -70,27 +70,17 @@ import signal
 import socket
 import ssl
 import subprocess
-import sys
 import tempfile
 import threading
 import time
 
 import yaml
 
-ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
-RUN_DIR = os.environ.get("HV_RUN_DIR", "/tmp/hyperion-vault-run")
-RUN = os.path.join(RUN_DIR, "run")
-ENV = {}
-for line in open(os.path.join(RUN_DIR, "env")):
-    line = line.strip()
-    if line.startswith("export "):
-        line = line[len("export "):]
-    if "=" in line and not line.startswith("#"):
-        k, v = line.split("=", 1)
-        ENV[k] = v.strip("'\"")
-PORT = int(os.environ["HV_API_PORT"])
+import suite
+from suite import ENV, PORT, ROOT, RUN, RUN_DIR, check, figure, leak_marker, load_env, prepare, say
+
+load_env()
 METRICS_PORT = int(os.environ.get("HV_METRICS_PORT", "8080"))
-ADMIN = open(os.path.join(RUN, "admin-token")).read().strip()
 SEED = int(os.environ.get("HV_RESTARTS_SEED", str(int(time.time()))))
 random.seed(SEED)
 
@@ -100,54 +90,13 @@ GRACE = 10              # s: grace period of every automatic secret here
 ANNOTATION = "vault.hyperiondb.io/rotate-now"
 GROUP = "vault.hyperiondb.io/v1alpha1"
 
-passed = failed = 0
-out_lock = threading.Lock()
-
-
-def say(s):
-    with out_lock:
-        print(s, flush=True)
-
-
-def check(what, cond, detail=""):
-    global passed, failed
-    if cond:
-        passed += 1
-        say(f"ok   - {what}")
-    else:
-        failed += 1
-        say(f"FAIL - {what}" + (f"  [{detail}]" if detail else ""))
-    return cond
-
-
-def figure(name, value):
-    say(f"FIGURE {name} {value}")
-
 
 def note(s):
     say(f"  # {s}")
 
 
 def finish():
-    say(f"restarts: {passed} passed, {failed} failed")
-    sys.exit(1 if failed else 0)
-
-
-# ---------------------------------------------------------------- leak markers
-marker_lock = threading.Lock()
-markers_seen = set()
-
-
-def leak_marker(label, value):
-    if not value or value in markers_seen:
-        return
-    with marker_lock:
-        if value in markers_seen:
-            return
-        markers_seen.add(value)
-        if os.environ.get("HV_LEAK_MARKERS"):
-            with open(os.environ["HV_LEAK_MARKERS"], "a") as f:
-                f.write(f"{label} {value} all\n")
+    suite.finish("restarts")
 
 
 # ---------------------------------------------------------------- time
@@ -198,13 +147,7 @@ class ConnErr(Exception):
 
 def api(method, path, body=None, auth=False, timeout=15):
     """One request on its own connection. Returns (status, parsed JSON or None, raw bytes)."""
-    h = {"Connection": "close"}
-    data = None
-    if body is not None:
-        data = json.dumps(body).encode()
-        h["Content-Type"] = "application/json"
-    if auth:
-        h["Authorization"] = "Bearer " + ADMIN
+    data, h = prepare(body, auth)
     conn = http.client.HTTPConnection("127.0.0.1", PORT, timeout=timeout)
     try:
         try:

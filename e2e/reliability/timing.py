@@ -78,9 +78,9 @@ import statistics
 import sys
 import time
 
-RUN_DIR = os.environ.get("HV_RUN_DIR", "/tmp/hyperion-vault-run")
-PORT = int(os.environ["HV_API_PORT"])
-ADMIN = open(os.path.join(RUN_DIR, "run", "admin-token")).read().strip()
+import suite
+from suite import PORT, check, prepare
+
 MIN_PAIRS = int(sys.argv[1]) if len(sys.argv) > 1 else 2000
 ROUND = 1000  # A/B pairs per round, plus a quarter as many control pairs
 BOUND_US = float(os.environ.get("HV_TIMING_BOUND_US", "40"))
@@ -91,19 +91,7 @@ CROP = 0.20
 ALPHA = 0.001
 Z_CI = 3.2905  # two-sided 99.9 %
 CONTROL_EXTRA = 2048
-passed = failed = 0
 T_START = time.time()
-
-
-def check(what, cond, detail=""):
-    global passed, failed
-    if cond:
-        passed += 1
-        print(f"ok   - {what}")
-    else:
-        failed += 1
-        print(f"FAIL - {what}" + (f"  [{detail}]" if detail else ""))
-    return cond
 
 
 def fmt_p(p):
@@ -190,10 +178,7 @@ conn = http.client.HTTPConnection("127.0.0.1", PORT, timeout=30)
 
 
 def req(method, path, body, auth=False):
-    h = {"Content-Type": "application/json"}
-    if auth:
-        h["Authorization"] = "Bearer " + ADMIN
-    data = json.dumps(body).encode()
+    data, h = prepare(body, auth, close=False)
     t0 = time.perf_counter_ns()
     conn.request(method, path, data, h)
     r = conn.getresponse()
@@ -203,8 +188,7 @@ def req(method, path, body, auth=False):
 
 
 def summary():
-    print(f"timing: {passed} passed, {failed} failed")
-    sys.exit(1 if failed else 0)
+    suite.finish("timing")
 
 
 name = f"rel/timing-{secrets.token_hex(4)}/key"
