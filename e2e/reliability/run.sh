@@ -4,7 +4,7 @@
 #
 #   e2e/reliability/run.sh            # ~3 min warm; stops its instance by itself
 #
-# Runs hostile_input.py, fuzz.sh, timing.py, restarts.py, readers_rotation.py, kms_outage.py,
+# Runs hostile_input.py, schemathesis.sh, fuzz.sh, timing.py, restarts.py, readers_rotation.py, kms_outage.py,
 # failover.py, then leak_scan.sh last (it also looks for every plaintext value the others used),
 # prints a table of every figure and ends with `reliability: N passed, M failed`
 # (N/M count the individual checks of all suites). Exit status non-zero if any check failed.
@@ -76,6 +76,8 @@ run_suite() { # <label> <command...>
 }
 
 run_suite hostile_input "$HV_VENV/bin/python" "$HERE/hostile_input.py"
+# schemathesis (all phases incl. stateful links) against the served OpenAPI document, ~2.5 min
+run_suite schemathesis "$HERE/schemathesis.sh"
 # proptest fuzz targets of core and the API (no instance needed; HV_FUZZ_CASES per target)
 run_suite fuzz "$HERE/fuzz.sh"
 # The timing check is statistical but paired and randomized (load shared by the two requests of a
