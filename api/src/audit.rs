@@ -135,23 +135,64 @@ pub async fn run_flusher(
         }
         let received = batch.len() as u64;
         let rows = coalesce(std::mem::take(&mut batch));
-        let mut backoff = Duration::from_millis(50);
-        loop {
-            match backend.append_audit_batch(&rows).await {
-                Ok(()) => {
-                    metrics.audit_written.inc_by(received);
-                    break;
-                }
-                Err(e) => {
-                    metrics.audit_write_failures.inc();
-                    tracing::warn!(error = %e, pending = rows.len(), "Failed to write audit batch; retrying");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
-                }
+        write_batch(backend.as_ref(), &rows, &metrics).await;
+        metrics.audit_written.inc_by(received);
+    }
+    tracing::info!("Audit queue drained");
+}
+
+/// Writes `rows`, retrying the whole batch while the database is unreachable. Any other refusal
+/// means some row itself cannot be stored, and retrying would stall the trail behind it forever
+/// (every later call then answers 503 once the queue fills): the rows are then written one by one,
+/// and a row the database refuses is replaced by a placeholder that keeps its time, client, action
+/// and outcome and says the event could not be stored. Only if that is refused as well is the event
+/// dropped — counted in `audit_events_unstorable` and logged.
+async fn write_batch(backend: &dyn Backend, rows: &[AuditEvent], metrics: &Metrics) {
+    if append_retrying(backend, rows, metrics).await.is_ok() {
+        return;
+    }
+    for row in rows {
+        let Err(e) = append_retrying(backend, std::slice::from_ref(row), metrics).await else { continue };
+        tracing::error!(error = %e, action = row.action, "Audit event refused by the database; storing a placeholder");
+        let placeholder = AuditEvent {
+            at: row.at,
+            actor: "audit-writer".to_owned(),
+            client_ip: row.client_ip,
+            action: row.action,
+            secret: None,
+            outcome: row.outcome,
+            detail: Some(format!("the original event could not be stored ({e})")),
+        };
+        if let Err(e) = append_retrying(backend, &[placeholder], metrics).await {
+            metrics.audit_unstorable.inc();
+            tracing::error!(error = %e, action = row.action, "Audit placeholder refused too; event dropped");
+        }
+    }
+}
+
+/// Appends `rows`, retrying with capped backoff while the database is unavailable; returns any
+/// other error at once.
+async fn append_retrying(
+    backend: &dyn Backend,
+    rows: &[AuditEvent],
+    metrics: &Metrics,
+) -> Result<(), crate::backend::BackendError> {
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        match backend.append_audit_batch(rows).await {
+            Ok(()) => return Ok(()),
+            Err(crate::backend::BackendError::DatabaseUnavailable(_)) => {
+                metrics.audit_write_failures.inc();
+                tracing::warn!(pending = rows.len(), "Audit database unavailable; retrying the batch");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+            Err(e) => {
+                metrics.audit_write_failures.inc();
+                return Err(e);
             }
         }
     }
-    tracing::info!("Audit queue drained");
 }
 
 /// Reads and verifies that agree in everything but time and request id (same actor, client,
@@ -266,6 +307,32 @@ mod tests {
         let (closed, _rx2) = AuditSink::new(1, OverflowPolicy::FailClosed, metrics);
         let _held = closed.reserve(CallClass::Read).unwrap();
         assert_eq!(closed.reserve(CallClass::Read).err(), Some(QueueFull));
+    }
+
+    /// One unstorable event (a NUL, which PostgreSQL refuses in text and the in-memory backend
+    /// refuses alike) must not stall the trail: its neighbours are written, it becomes a
+    /// placeholder, and the flusher goes on.
+    #[tokio::test]
+    async fn an_unstorable_event_does_not_stall_the_trail() {
+        let backend: Arc<dyn Backend> = Arc::new(crate::memory::MemoryBackend::new());
+        let metrics = Arc::new(Metrics::new());
+        let (tx, rx) = mpsc::channel(16);
+        let flusher = tokio::spawn(run_flusher(rx, backend.clone(), metrics.clone()));
+        let mut poison = ev("create");
+        poison.secret = Some("a\0b".into());
+        for e in [ev("create"), poison, ev("delete")] {
+            tx.send(e).await.unwrap();
+        }
+        drop(tx);
+        tokio::time::timeout(Duration::from_secs(5), flusher).await.expect("the flusher stalled").unwrap();
+        let page = backend.read_audit(None, 100).await.unwrap();
+        let actions: Vec<_> = page.items.iter().map(|r| (r.action.as_str(), r.actor.as_str())).collect();
+        assert_eq!(actions.len(), 3, "{actions:?}");
+        assert!(actions.contains(&("delete", "anonymous")), "{actions:?}");
+        let placeholder = page.items.iter().find(|r| r.actor == "audit-writer").expect("a placeholder");
+        assert_eq!((placeholder.action.as_str(), placeholder.secret.as_deref()), ("create", None));
+        assert!(placeholder.detail.as_deref().unwrap().contains("could not be stored"));
+        assert_eq!(metrics.audit_unstorable.get(), 0);
     }
 
     #[test]

@@ -30,6 +30,7 @@ pub struct Metrics {
     pub audit_write_failures: Counter,
     pub audit_dropped: Counter,
     pub audit_rejected: Counter,
+    pub audit_unstorable: Counter,
     pub protocol_rejections: Counter,
 }
 
@@ -49,6 +50,7 @@ impl Metrics {
             audit_write_failures: Counter::default(),
             audit_dropped: Counter::default(),
             audit_rejected: Counter::default(),
+            audit_unstorable: Counter::default(),
             protocol_rejections: Counter::default(),
         }
     }
@@ -95,6 +97,11 @@ impl Metrics {
             "audit_queue_rejections",
             "Calls refused because the audit queue was full",
             self.audit_rejected.clone(),
+        );
+        r.register(
+            "audit_events_unstorable",
+            "Audit events the database refused even as a placeholder (dropped and logged)",
+            self.audit_unstorable.clone(),
         );
         r.register(
             "http_protocol_rejections",
