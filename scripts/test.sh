@@ -20,7 +20,7 @@ cleanup() {
   # One closing line for the whole run: every cargo test binary, the smoke and chart suites.
   awk '
     /^test result: / { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
-    /^([a-z]+: )?[0-9]+ passed, [0-9]+ failed$/ { n = split($0, w, " "); for (i = 1; i <= n; i++) { if (w[i+1] ~ /^passed/) p += w[i]; if (w[i+1] ~ /^failed/) f += w[i] } }
+    /^([a-z][a-z -]*: )?[0-9]+ passed, [0-9]+ failed$/ { n = split($0, w, " "); for (i = 1; i <= n; i++) { if (w[i+1] ~ /^passed/) p += w[i]; if (w[i+1] ~ /^failed/) f += w[i] } }
     END { printf "all: %d passed, %d failed\n", p, f }' "$LOG"
   rm -f "$LOG"
 }

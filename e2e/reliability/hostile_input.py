@@ -33,17 +33,9 @@ import subprocess
 import sys
 import time
 
-RUN_DIR = os.environ.get("HV_RUN_DIR", "/tmp/hyperion-vault-run")
-ENV = {}
-for line in open(os.path.join(RUN_DIR, "env")):
-    line = line.strip()
-    if line.startswith("export "):
-        line = line[len("export "):]
-    if "=" in line and not line.startswith("#"):
-        k, v = line.split("=", 1)
-        ENV[k] = v.strip("'\"")
-PORT = int(os.environ["HV_API_PORT"])
-ADMIN = open(os.path.join(RUN_DIR, "run", "admin-token")).read().strip()
+from suite import ADMIN, ENV, PORT, RUN_DIR, load_env
+
+load_env()
 BIN = os.path.join(os.environ.get("CARGO_TARGET_DIR", os.path.expanduser("~/.cache/hyperion-vault/target")),
                    "debug", "hyperion-vault-api")
 

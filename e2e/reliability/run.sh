@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# The reliability and security suite (issue 8), first slice: hostile input, timing of verify, and
-# the leak scan, on a private instance of the product started by scripts/run.sh (`make run`).
+# The reliability and security suite (issue 8) on a private instance of the product started by
+# scripts/run.sh (`make run`).
 #
-#   e2e/reliability/run.sh            # ~3 min warm; stops its instance by itself
+#   e2e/reliability/run.sh            # ~12-15 min warm on 2 cores; stops its instance by itself
 #
 # Runs hostile_input.py, schemathesis.sh, fuzz.sh, timing.py, restarts.py, readers_rotation.py, kms_outage.py,
 # failover.py, then leak_scan.sh last (it also looks for every plaintext value the others used),
@@ -12,28 +12,14 @@
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 HERE="$ROOT/e2e/reliability"
-# A free port below the kernel's ephemeral range, so the ports testenv takes with bind(0) while it
-# starts can never be the one picked here (that collision happened once).
-free_port() { python3 -c '
-import random, socket
-lo = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
-for _ in range(200):
-    p = random.randrange(max(1024, lo - 12000), lo)
-    s = socket.socket()
-    try:
-        s.bind(("127.0.0.1", p)); print(p); break
-    except OSError:
-        pass
-    finally:
-        s.close()'; }
+# shellcheck disable=SC1091
+source "$ROOT/scripts/lib.sh"   # step, free_port, CARGO_TARGET_DIR
 export HV_RUN_DIR="/tmp/hyperion-vault-reliability-$$"
 export HV_API_PORT=${HV_API_PORT:-$(free_port)} HV_METRICS_PORT=${HV_METRICS_PORT:-$(free_port)}
 OUT="/tmp/hv-reliability-$$"
 export HV_LEAK_MARKERS="$OUT-markers"   # outside the run dir, which the leak scan reads
 : >"$HV_LEAK_MARKERS"
 trap '"$ROOT/scripts/run.sh" down >/dev/null 2>&1 || true; rm -f "$HV_LEAK_MARKERS"' EXIT
-# shellcheck disable=SC1091
-source "$ROOT/scripts/lib.sh"
 
 # The rotation suites use automatic secrets with 3-8 s intervals.
 export HV_CONTROLLER_ENV="${HV_CONTROLLER_ENV:+$HV_CONTROLLER_ENV }VAULT_MIN_ROTATION_INTERVAL=1s"
