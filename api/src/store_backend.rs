@@ -224,13 +224,14 @@ impl Backend for StoreBackend {
 
     fn stats(&self) -> BackendStats {
         let c = self.store.dek_cache_stats();
+        let (row_cache_hits, row_cache_misses) = self.rows.stats();
         BackendStats {
             kms_calls: self.keys.calls.load(Ordering::Relaxed),
             kms_errors: self.keys.errors.load(Ordering::Relaxed),
             dek_cache_hits: c.hits,
             dek_cache_misses: c.misses,
-            row_cache_hits: self.rows.stats().0,
-            row_cache_misses: self.rows.stats().1,
+            row_cache_hits,
+            row_cache_misses,
         }
     }
 

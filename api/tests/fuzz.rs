@@ -39,6 +39,19 @@ use proptest::test_runner::TestCaseResult;
 use serde_json::{Map, Value, json};
 use support::{apply_byte_edits, byte_edits, bytes, fuzz, mutated, text};
 
+/// The oracle's verdict on a JSON object must be the decoder's: accepted exactly when `expected`.
+macro_rules! prop_assert_verdict {
+    ($result:expr, $expected:expr, $object:expr) => {
+        prop_assert_eq!(
+            $result.is_ok(),
+            $expected,
+            "{} -> {:?}",
+            Value::Object($object.clone()),
+            $result.as_ref().err()
+        )
+    };
+}
+
 // ---- generators ----
 
 fn json_value() -> impl Strategy<Value = Value> {
@@ -341,13 +354,7 @@ fn fuzz_api_create_secret_body() {
                 && secs_ok(m.get("grace_period_secs"), 0)
                 && generator_ok(m.get("generator"))
                 && only_keys(m, &FIELDS[..7]);
-            prop_assert_eq!(
-                result.is_ok(),
-                expected,
-                "{} -> {:?}",
-                Value::Object(m.clone()),
-                result.as_ref().err()
-            );
+            prop_assert_verdict!(result, expected, m);
         }
         if let Ok(new) = result {
             // Whatever was accepted satisfies the documented limits.
@@ -400,13 +407,7 @@ fn fuzz_api_update_secret_body() {
                 && secs_ok(m.get("rotation_interval_secs"), 1)
                 && secs_ok(m.get("grace_period_secs"), 0)
                 && only_keys(m, &["value", "description", "rotation_interval_secs", "grace_period_secs"]);
-            prop_assert_eq!(
-                result.is_ok(),
-                expected,
-                "{} -> {:?}",
-                Value::Object(m.clone()),
-                result.as_ref().err()
-            );
+            prop_assert_verdict!(result, expected, m);
         }
         if let Ok(u) = result {
             prop_assert!(u.value.is_none_or(|v| (1..=MAX_VALUE_BYTES).contains(&v.len())));
@@ -519,13 +520,7 @@ fn fuzz_api_token_body() {
                 && m.get("role").and_then(Value::as_str).is_some_and(ident_ok)
                 && secs_ok(m.get("expires_in_secs"), 1)
                 && only_keys(m, &["name", "role", "expires_in_secs"]);
-            prop_assert_eq!(
-                result.is_ok(),
-                expected,
-                "{} -> {:?}",
-                Value::Object(m.clone()),
-                result.as_ref().err()
-            );
+            prop_assert_verdict!(result, expected, m);
         }
         if let Ok(t) = result {
             prop_assert!(ident_ok(&t.name) && ident_ok(&t.role));
@@ -558,13 +553,7 @@ fn fuzz_api_batch_and_verify_bodies() {
             let expected = names
                 .is_some_and(|n| (1..=MAX_BATCH_NAMES).contains(&n.len()) && n.iter().all(fine))
                 && only_keys(m, &["names"]);
-            prop_assert_eq!(
-                result.is_ok(),
-                expected,
-                "{} -> {:?}",
-                Value::Object(m.clone()),
-                result.as_ref().err()
-            );
+            prop_assert_verdict!(result, expected, m);
             if let Ok(parsed) = &result {
                 let valid: Vec<&str> = names
                     .unwrap()
