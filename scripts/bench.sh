@@ -13,10 +13,10 @@ source "$HV_TESTENV_DIR/env"
 
 step "core: seal/open of a 64-byte value"
 cargo run --locked --release -q -p hyperion-vault-core --example envelope_bench
-step "store: read-current throughput vs pgbench point-select (multi-thread runtime, as the binaries run)"
+step "store: read-current throughput vs pgbench point-select (one pinned current-thread runtime per CPU, as the API serves)"
+BENCH_RUNTIME=sharded cargo run --locked --release -q -p hyperion-vault-store --example read_bench
+step "store: the same on one multi-thread runtime (as the controller runs)"
 BENCH_RUNTIME=multi cargo run --locked --release -q -p hyperion-vault-store --example read_bench
-step "store: the same on a current-thread runtime (no cross-thread wake-ups between a query and its connection)"
-BENCH_RUNTIME=current cargo run --locked --release -q -p hyperion-vault-store --example read_bench
 step "API: GET and verify (wrk) vs pgbench of the same SELECT, at 8 and 64 connections"
 api/tools/bench.sh 10
 step "controller: 1,000 VaultSecrets to Ready, then 1,000 rotations due at once"

@@ -7,7 +7,10 @@
 //! ```
 //!
 //! The store reads through its reader pool (size `POOL`), unwraps the DEK (cached after the first
-//! read; local keyring) and opens the value. pgbench runs `SELECT … FROM vault.secret_versions
+//! read; local keyring) and opens the value. `BENCH_RUNTIME` picks how the reading tasks run:
+//! `sharded` (default; as the API serves: one current-thread runtime per CPU, each thread pinned
+//! to its share of the reader connections, `ReadShard`), `multi` (one multi-thread runtime, as the
+//! controller runs) or `current` (everything on one thread). pgbench runs `SELECT … FROM vault.secret_versions
 //! WHERE secret_id = $id AND version = 1` as a prepared statement with `min(tasks, POOL)` clients:
 //! the same number of database connections the store can use.
 
@@ -17,11 +20,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use hyperion_vault_core::keyring::LocalKeyring;
+use hyperion_vault_core::name::SecretName;
 use hyperion_vault_core::secret::SecretBytes;
 use hyperion_vault_store::Store;
 use hyperion_vault_store::config::StoreArgs;
 use hyperion_vault_store::dek_cache::DekCache;
 use hyperion_vault_store::model::{NewSecret, Owner, SecretKind};
+use hyperion_vault_store::read_shard::ReadShard;
 
 const POOL: usize = 8;
 const LEVELS: [usize; 3] = [1, 8, 32];
@@ -33,18 +38,17 @@ fn var(name: &str) -> anyhow::Result<String> {
 }
 
 fn main() -> anyhow::Result<()> {
-    // BENCH_RUNTIME=multi (default, the binaries' runtime) or current (one thread, no cross-thread
-    // wake-ups between a query and its connection task).
-    let flavor = std::env::var("BENCH_RUNTIME").unwrap_or_else(|_| "multi".into());
+    let flavor = std::env::var("BENCH_RUNTIME").unwrap_or_else(|_| "sharded".into());
     let rt = match flavor.as_str() {
-        "current" => tokio::runtime::Builder::new_current_thread().enable_all().build()?,
-        _ => tokio::runtime::Builder::new_multi_thread().enable_all().build()?,
+        "current" | "sharded" => tokio::runtime::Builder::new_current_thread().enable_all().build()?,
+        "multi" => tokio::runtime::Builder::new_multi_thread().enable_all().build()?,
+        other => bail!("BENCH_RUNTIME={other:?}: expected sharded, multi or current"),
     };
     println!("runtime: {flavor}");
-    rt.block_on(bench())
+    rt.block_on(bench(flavor == "sharded"))
 }
 
-async fn bench() -> anyhow::Result<()> {
+async fn bench(sharded: bool) -> anyhow::Result<()> {
     let secs: u64 = std::env::args().nth(1).map(|s| s.parse()).transpose()?.unwrap_or(10);
     let dsn = var("TESTENV_PG_DSN_RW")?;
     let mut args = StoreArgs::from_url(&dsn);
@@ -55,7 +59,7 @@ async fn bench() -> anyhow::Result<()> {
     let store = Store::connect(&args, keys, DekCache::new(Duration::from_secs(300), 1000)).await?;
     store.migrate().await?;
 
-    let name = hyperion_vault_core::name::SecretName::parse(&format!("bench/read-{}", std::process::id()))?;
+    let name = SecretName::parse(&format!("bench/read-{}", std::process::id()))?;
     let now = jiff::Timestamp::now();
     let _ = store.delete(&name, &Owner::Api, now).await;
     let spec = NewSecret {
@@ -98,8 +102,9 @@ async fn bench() -> anyhow::Result<()> {
         ),
     )?;
 
-    // Warm-up: fill both pools and the DEK cache.
-    run_store(&store, &name, POOL, Duration::from_secs(1)).await?;
+    let readers = Readers::new(&store, &name, if sharded { num_cpus() } else { 0 })?;
+    // Warm-up: fill both pools (every shard's share) and the DEK cache.
+    readers.run(POOL, Duration::from_secs(1)).await?;
 
     println!(
         "read-current throughput, {secs}s per level per side (alternating {SLICE_SECS}s slices), pool size {POOL}, {} CPU(s)",
@@ -111,7 +116,7 @@ async fn bench() -> anyhow::Result<()> {
     for tasks in LEVELS {
         let (mut store_sum, mut pg_sum) = (0.0, 0.0);
         for _ in 0..rounds {
-            store_sum += run_store(&store, &name, tasks, Duration::from_secs(SLICE_SECS)).await?;
+            store_sum += readers.run(tasks, Duration::from_secs(SLICE_SECS)).await?;
             pg_sum += run_pgbench(&script, tasks.min(POOL), SLICE_SECS)?;
         }
         let (store_ops, pg_tps) = (store_sum / rounds as f64, pg_sum / rounds as f64);
@@ -129,16 +134,65 @@ async fn bench() -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn run_store(
-    store: &Store,
-    name: &hyperion_vault_core::name::SecretName,
-    tasks: usize,
-    d: Duration,
-) -> anyhow::Result<f64> {
+/// Where the reading tasks run: on the caller's runtime, or spread over pinned shard threads.
+struct Readers {
+    store: Store,
+    name: SecretName,
+    shards: Vec<std::sync::mpsc::Sender<Slice>>,
+}
+
+/// One measurement slice for a shard thread: its tasks, the duration, where to send reads/s.
+type Slice = (usize, Duration, std::sync::mpsc::Sender<anyhow::Result<f64>>);
+
+impl Readers {
+    fn new(store: &Store, name: &SecretName, shards: usize) -> anyhow::Result<Self> {
+        let mut senders = Vec::with_capacity(shards);
+        for index in 0..shards {
+            let shard = ReadShard::new(index, shards).context("shard index")?;
+            let (tx, rx) = std::sync::mpsc::channel::<Slice>();
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            let (store, name) = (store.clone(), name.clone());
+            std::thread::spawn(move || {
+                shard.pin_current_thread();
+                while let Ok((tasks, d, reply)) = rx.recv() {
+                    let _ = reply.send(rt.block_on(run_store(&store, &name, tasks, d)));
+                }
+            });
+            senders.push(tx);
+        }
+        Ok(Self { store: store.clone(), name: name.clone(), shards: senders })
+    }
+
+    /// Reads with `tasks` concurrent tasks for `d`; returns reads per second (all shards).
+    async fn run(&self, tasks: usize, d: Duration) -> anyhow::Result<f64> {
+        if self.shards.is_empty() {
+            return run_store(&self.store, &self.name, tasks, d).await;
+        }
+        let n = self.shards.len();
+        let mut replies = Vec::with_capacity(n);
+        for (i, shard) in self.shards.iter().enumerate() {
+            let share = tasks / n + usize::from(i < tasks % n);
+            let (tx, rx) = std::sync::mpsc::channel();
+            shard.send((share, d, tx)).context("a shard thread stopped")?;
+            replies.push(rx);
+        }
+        let mut total = 0.0;
+        for rx in replies {
+            let rx = tokio::task::spawn_blocking(move || rx.recv()).await?;
+            total += rx.context("a shard thread stopped")??;
+        }
+        Ok(total)
+    }
+}
+
+async fn run_store(store: &Store, name: &SecretName, tasks: usize, d: Duration) -> anyhow::Result<f64> {
     let count = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
     let deadline = start + d;
     let mut handles = Vec::with_capacity(tasks);
+    if tasks == 0 {
+        return Ok(0.0);
+    }
     for _ in 0..tasks {
         let (store, name, count) = (store.clone(), name.clone(), Arc::clone(&count));
         handles.push(tokio::spawn(async move {

@@ -12,7 +12,8 @@
 //! value reads (`read_current`, `read_version`, `read_current_many`, `verify`) use the reader pool
 //! (`any`, may lag by the replication delay), falling back to the primary when it fails;
 //! `verify_on_primary` is the read-your-writes verify for answers that decide a write. Concurrent
-//! reads share the reader connections, so tokio-postgres pipelines them.
+//! reads share the reader connections, so tokio-postgres pipelines them; a thread that drives its
+//! own runtime can pin itself to a share of them ([`read_shard::ReadShard`]).
 //!
 //! Tests: `store/tests/*.rs` run against the real testenv (`e2e/testenv/testenv up`, then
 //! `source $HV_TESTENV_DIR/env; cargo test -p hyperion-vault-store -- --include-ignored`);
@@ -27,6 +28,7 @@ pub mod error;
 pub mod kms;
 pub mod migrate;
 pub mod model;
+pub mod read_shard;
 pub mod sealed;
 pub mod secrets;
 mod store;

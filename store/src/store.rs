@@ -137,7 +137,8 @@ impl Store {
         self.inner.writer.get().await.map_err(error::pool("connect to the primary"))
     }
 
-    /// A shared reader connection (round-robin over the slots), or a writer connection while the
+    /// A shared reader connection (round-robin over the slots, or over the calling thread's share
+    /// of them: see [`crate::read_shard`]), or a writer connection while the
     /// reader pool is failing. While backing off, a failing primary sends reads back to the
     /// reader pool: with the primary down, the standby is the node that can still answer.
     pub(crate) async fn reader(&self) -> Result<ReadClient, StoreError> {
@@ -145,7 +146,8 @@ impl Store {
         if backing_off && let Ok(w) = self.writer().await {
             return Ok(ReadClient::Writer(Box::new(w)));
         }
-        let slot = self.inner.next_slot.fetch_add(1, Ordering::Relaxed) % self.inner.read_slots.len().max(1);
+        let slots = crate::read_shard::slot_range(crate::read_shard::current(), self.inner.read_slots.len());
+        let slot = slots.start + self.inner.next_slot.fetch_add(1, Ordering::Relaxed) % slots.len().max(1);
         {
             let mut guard = self.slot(slot);
             match guard.as_ref() {
