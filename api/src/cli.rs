@@ -61,7 +61,9 @@ impl Cli {
             return Ok(());
         }
         init_tracing(&self.log_format)?;
-        let runtime = tokio::runtime::Builder::new_multi_thread()
+        // Requests are served on their own threads (`crate::shards`); this runtime only starts
+        // things, runs the audit flusher and waits for the shutdown signal.
+        let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .context("failed to start the async runtime")?;

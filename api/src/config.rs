@@ -75,6 +75,12 @@ pub struct ApiArgs {
     /// Seconds in-flight requests get to finish after SIGTERM.
     #[arg(long, env = "VAULT_SHUTDOWN_GRACE_SECS", default_value_t = 20)]
     pub shutdown_grace_secs: u64,
+
+    /// Serving threads, each with its own single-threaded runtime and its own share of the reader
+    /// connections (so a database read never hops threads). Default: the CPUs available to the
+    /// process (cgroup quota included).
+    #[arg(long, env = "VAULT_API_THREADS")]
+    pub threads: Option<usize>,
 }
 
 pub struct ApiConfig {
@@ -87,6 +93,7 @@ pub struct ApiConfig {
     pub audit_queue_capacity: usize,
     pub audit_overflow: OverflowPolicy,
     pub shutdown_grace: Duration,
+    pub threads: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -108,6 +115,9 @@ fn err(var: &'static str, message: impl Into<String>) -> ConfigError {
 
 /// Upper bound of `VAULT_ROW_CACHE_TTL_MS` (DESIGN.md §6: new versions within lag + 1 s).
 pub const MAX_ROW_CACHE_TTL_MS: u64 = 1000;
+
+/// Upper bound of `VAULT_API_THREADS`.
+pub const MAX_THREADS: usize = 64;
 
 impl ApiArgs {
     /// The sealed-row cache TTL; needed before the backend is built, so checked on its own too.
@@ -175,6 +185,13 @@ impl ApiArgs {
                 return Err(err("VAULT_TLS_CERT_FILE", "is required when VAULT_TLS_KEY_FILE is set"));
             }
         };
+        let threads = match self.threads {
+            Some(n) if !(1..=MAX_THREADS).contains(&n) => {
+                return Err(err("VAULT_API_THREADS", format!("{n} is not between 1 and {MAX_THREADS}")));
+            }
+            Some(n) => n,
+            None => std::thread::available_parallelism().map_or(1, |n| n.get().min(MAX_THREADS)),
+        };
         if self.audit_queue_capacity < 16 {
             return Err(err("VAULT_AUDIT_QUEUE_CAPACITY", "must be at least 16"));
         }
@@ -202,6 +219,7 @@ impl ApiArgs {
             audit_queue_capacity: self.audit_queue_capacity,
             audit_overflow,
             shutdown_grace: Duration::from_secs(self.shutdown_grace_secs),
+            threads,
         })
     }
 }
@@ -237,11 +255,16 @@ mod tests {
         assert!(!c.proxy.enabled);
         assert!(c.tls.is_none() && c.bootstrap_token.is_none());
         assert_eq!(c.audit_overflow, OverflowPolicy::FailClosed);
+        let cpus = std::thread::available_parallelism().unwrap().get();
+        assert_eq!(c.threads, cpus.min(MAX_THREADS));
+        assert_eq!(parse(&["--threads", "3"]).unwrap().threads, 3);
     }
 
     #[test]
     fn errors_name_the_variable() {
-        let cases: [(&[&str], &str); 9] = [
+        let cases: [(&[&str], &str); 11] = [
+            (&["--threads", "0"], "VAULT_API_THREADS"),
+            (&["--threads", "65"], "VAULT_API_THREADS"),
             (&["--row-cache-ttl-ms", "1001"], "VAULT_ROW_CACHE_TTL_MS"),
             (&["--listen", "nope"], "VAULT_API_LISTEN"),
             (&["--allowed-ips", "10.0.0.0/33"], "VAULT_ALLOWED_IPS"),

@@ -21,6 +21,7 @@ pub mod protocol;
 pub mod router;
 pub mod row_cache;
 pub mod server;
+pub mod shards;
 pub mod state;
 pub mod store_backend;
 

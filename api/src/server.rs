@@ -1,5 +1,7 @@
-//! Serving: plain TCP or rustls (ring provider) through [`crate::protocol::serve`], graceful
-//! shutdown on SIGTERM / ctrl-c, and the audit flusher drained before exit.
+//! Serving: plain TCP or rustls (ring provider) through [`crate::protocol::serve`] on
+//! `VAULT_API_THREADS` serving threads ([`crate::shards`]), graceful shutdown on SIGTERM / ctrl-c,
+//! and the audit flusher drained before exit. The flusher and the signal listener run on the
+//! caller's runtime.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -44,8 +46,7 @@ pub async fn run(config: ApiConfig, backend: Arc<dyn Backend>) -> anyhow::Result
         let _ = stop_tx.send(true);
     });
 
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
+    let listener = std::net::TcpListener::bind(config.listen)
         .with_context(|| format!("failed to bind VAULT_API_LISTEN={}", config.listen))?;
     let tls = match &config.tls {
         None => None,
@@ -53,24 +54,23 @@ pub async fn run(config: ApiConfig, backend: Arc<dyn Backend>) -> anyhow::Result
             Some(axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(server_tls_config(files)?)))
         }
     };
+    let (with_tls, metrics) = (tls.is_some(), state.metrics.clone());
+    let shards = crate::shards::spawn(config.threads, &listener, move |listener, handle| {
+        crate::protocol::serve(listener, tls, app, handle, crate::protocol::HEADER_READ_TIMEOUT, metrics)
+    })
+    .context("failed to start the serving threads")?;
+    drop(listener);
     // In-flight requests get `grace`; connections still open after that are dropped.
-    let handle = axum_server::Handle::new();
-    let h = handle.clone();
+    let shutdown = shards.shutdown_handle();
     tokio::spawn(async move {
         stopped(stop_rx).await;
-        h.graceful_shutdown(Some(grace));
+        shutdown(grace);
     });
-    tracing::info!(addr = %config.listen, tls = tls.is_some(), "Listening");
-    crate::protocol::serve(
-        listener,
-        tls,
-        app,
-        handle,
-        crate::protocol::HEADER_READ_TIMEOUT,
-        state.metrics.clone(),
-    )
-    .await
-    .with_context(|| format!("failed to serve on VAULT_API_LISTEN={}", config.listen))?;
+    tracing::info!(addr = %config.listen, tls = with_tls, threads = config.threads, "Listening");
+    shards
+        .wait(grace)
+        .await
+        .with_context(|| format!("failed to serve on VAULT_API_LISTEN={}", config.listen))?;
     tracing::info!("Server stopped; draining the audit queue");
     let backlog = state.audit.backlog();
     drop(state);
