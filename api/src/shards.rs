@@ -3,7 +3,7 @@
 //! connections ([`ReadShard`]). A request, the database read it makes and the tokio-postgres task
 //! driving that connection then stay on one thread. On one multi-thread runtime every read woke a
 //! task on another thread twice, which cost about a third of the read throughput on 2 cores
-//! (`store/examples/read_bench`: 0.61–0.71× pgbench at 8 tasks, 0.85–1.06× sharded).
+//! (`store/examples/read_bench`: 0.65–0.67× pgbench at 8 tasks, 0.87–0.90× sharded).
 //!
 //! One socket, not `SO_REUSEPORT`: binding fails as before when the port is taken, and no other
 //! process of the same user can join the listening group.

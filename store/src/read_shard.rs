@@ -5,7 +5,7 @@
 //!
 //! Why: on a multi-thread runtime every read costs two cross-thread wake-ups (caller → connection
 //! task → caller). On 2 cores that made store reads 0.64–0.71× a `pgbench` point-select at 8
-//! tasks; two pinned current-thread shards measured 0.95–1.00× (`read_bench`, same run).
+//! tasks; two pinned current-thread shards measured 0.87–0.90× (`read_bench`, same session).
 //!
 //! A property of the thread, not of a handle: which runtime drives a connection is decided by the
 //! thread that opens it, so the thread is what must be known when choosing one.
