@@ -222,6 +222,21 @@ t_pg_auth() {
 }
 check "PostgreSQL requires the password over TCP (scram-sha-256)" t_pg_auth
 
+t_pg_tls() {
+  local port out
+  for port in "$PG_PRIMARY_PORT" "$PG_STANDBY_PORT"; do
+    out=$(PGSSLMODE=verify-full PGSSLROOTCERT=$PG_TLS_CA_FILE psql_at "$port" \
+      'select ssl, version from pg_stat_ssl where pid = pg_backend_pid()')
+    [[ $out == "t|TLSv1.3" ]] || { echo "port $port: verify-full session is $out"; return 1; }
+    if PGSSLMODE=verify-full PGSSLROOTCERT=$PG_TLS_OTHER_CA_FILE psql_at "$port" 'select 1' >/dev/null 2>&1; then
+      echo "port $port: verify-full accepted a CA that did not sign the server"; return 1
+    fi
+  done
+  [[ $(psql_at "$PG_PRIMARY_PORT" 'select ssl from pg_stat_ssl where pid = pg_backend_pid()') == f ]] \
+    || { echo "PGSSLMODE=disable from the env file did not keep psql on plain TCP"; return 1; }
+}
+check "PostgreSQL offers TLS on both nodes (verify-full with the testenv CA; refused with another)" t_pg_tls
+
 t_pg_replication() {
   [[ $(psql_at "$PG_PRIMARY_PORT" 'select pg_is_in_recovery()') == f ]] || { echo "primary in recovery"; return 1; }
   [[ $(psql_at "$PG_STANDBY_PORT" 'select pg_is_in_recovery()') == t ]] || { echo "standby not in recovery"; return 1; }
