@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 use common::*;
 use hyperion_vault_core::secret::SecretBytes;
 use hyperion_vault_store::StoreError;
-use hyperion_vault_store::model::{NewSecret, Owner, SecretKind};
 use jiff::Timestamp;
 
 /// Restores the pair even if the test panics.
@@ -24,18 +23,6 @@ impl Drop for ResetOnDrop {
     }
 }
 
-fn spec(n: &str) -> NewSecret {
-    NewSecret {
-        name: name(n),
-        kind: SecretKind::Manual,
-        owner: Owner::Api,
-        description: None,
-        rotation_interval: None,
-        grace_period: Duration::ZERO,
-        generator: None,
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs the testenv: run through the README test command"]
 async fn writer_pool_follows_failover_without_reconfiguration() {
@@ -43,7 +30,7 @@ async fn writer_pool_follows_failover_without_reconfiguration() {
     let guard = ResetOnDrop;
     let now = Timestamp::now();
     let before = format!("store-test/{}", unique("before"));
-    store.create_secret(spec(&before), Some(SecretBytes::copy_from(b"v-before")), now).await.unwrap();
+    store.create_secret(manual_spec(&before), Some(SecretBytes::copy_from(b"v-before")), now).await.unwrap();
     // Let the standby replay the write before the primary goes away.
     let deadline = Instant::now() + Duration::from_secs(15);
     let standby = superuser("PG_STANDBY_PORT", &env("PG_DATABASE")).await;
@@ -62,7 +49,7 @@ async fn writer_pool_follows_failover_without_reconfiguration() {
     // With only a standby left, writes are unavailable (typed), never misrouted.
     let err = store
         .create_secret(
-            spec(&format!("store-test/{}", unique("nowhere"))),
+            manual_spec(&format!("store-test/{}", unique("nowhere"))),
             Some(SecretBytes::copy_from(b"x")),
             now,
         )
@@ -74,7 +61,7 @@ async fn writer_pool_follows_failover_without_reconfiguration() {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         match store
-            .create_secret(spec(&after), Some(SecretBytes::copy_from(b"v-after")), Timestamp::now())
+            .create_secret(manual_spec(&after), Some(SecretBytes::copy_from(b"v-after")), Timestamp::now())
             .await
         {
             Ok(meta) => {

@@ -16,9 +16,7 @@ use hyperion_vault_core::secret::SecretBytes;
 use hyperion_vault_core::token::Fingerprint;
 use hyperion_vault_store::StoreError;
 use hyperion_vault_store::migrate::{MIGRATIONS, Migration, MigrationError};
-use hyperion_vault_store::model::{
-    AuditEvent, AuditOutcome, LockoutPolicy, NewRole, NewSecret, Owner, SecretKind,
-};
+use hyperion_vault_store::model::{AuditEvent, AuditOutcome, LockoutPolicy, NewRole};
 use jiff::{SignedDuration, Timestamp};
 use tokio_postgres::NoTls;
 use tokio_postgres::error::SqlState;
@@ -52,22 +50,7 @@ async fn service_role_is_least_privilege_and_audit_is_tamper_evident() {
     let (db, dsn) = fresh_database().await;
     let store = store_at(&dsn, local_keys()).await;
     let now = Timestamp::now();
-    store
-        .create_secret(
-            NewSecret {
-                name: name("team/db"),
-                kind: SecretKind::Manual,
-                owner: Owner::Api,
-                description: None,
-                rotation_interval: None,
-                grace_period: Duration::ZERO,
-                generator: None,
-            },
-            Some(SecretBytes::copy_from(b"pw")),
-            now,
-        )
-        .await
-        .unwrap();
+    store.create_secret(manual_spec("team/db"), Some(SecretBytes::copy_from(b"pw")), now).await.unwrap();
     store
         .append_audit_batch((0..5).map(|_| event("secret.read", AuditOutcome::Success)).collect())
         .await

@@ -15,7 +15,7 @@ use common::*;
 use hyperion_vault_core::secret::SecretBytes;
 use hyperion_vault_store::config::{SslMode, StoreArgs};
 use hyperion_vault_store::dek_cache::DekCache;
-use hyperion_vault_store::model::{NewSecret, Owner, SecretKind};
+use hyperion_vault_store::model::Owner;
 use hyperion_vault_store::{Store, StoreError};
 use jiff::Timestamp;
 
@@ -80,16 +80,7 @@ async fn verify_full_reaches_both_nodes_encrypted() {
     assert!(store.reader_node().await.unwrap().in_recovery, "the reader pool must be on the standby");
     let n = format!("store-test/{}", unique("tls"));
     let now = Timestamp::now();
-    let spec = NewSecret {
-        name: name(&n),
-        kind: SecretKind::Manual,
-        owner: Owner::Api,
-        description: None,
-        rotation_interval: None,
-        grace_period: Duration::ZERO,
-        generator: None,
-    };
-    store.create_secret(spec, Some(SecretBytes::copy_from(b"over tls")), now).await.unwrap();
+    store.create_secret(manual_spec(&n), Some(SecretBytes::copy_from(b"over tls")), now).await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     let value = loop {
         // Read from the standby: the new row arrives after the replication lag.

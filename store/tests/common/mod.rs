@@ -13,6 +13,7 @@ use hyperion_vault_store::Store;
 use hyperion_vault_store::config::StoreArgs;
 use hyperion_vault_store::dek_cache::DekCache;
 use hyperion_vault_store::kms::{AwsKms, RetryPolicy};
+use hyperion_vault_store::model::{NewSecret, Owner, SecretKind};
 use tokio_postgres::NoTls;
 
 pub const TEST_KEYS: &str = "test-1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
@@ -34,6 +35,19 @@ pub fn unique(prefix: &str) -> String {
 
 pub fn name(raw: &str) -> SecretName {
     SecretName::parse(raw).expect("test names are valid")
+}
+
+/// A manual, API-owned secret without description or grace period.
+pub fn manual_spec(n: &str) -> NewSecret {
+    NewSecret {
+        name: name(n),
+        kind: SecretKind::Manual,
+        owner: Owner::Api,
+        description: None,
+        rotation_interval: None,
+        grace_period: Duration::ZERO,
+        generator: None,
+    }
 }
 
 pub fn local_keys() -> Arc<dyn KeyWrapper> {
