@@ -98,24 +98,26 @@ async fn verify_full_reaches_both_nodes_encrypted() {
     store.delete(&name(&n), &Owner::Api, Timestamp::now()).await.unwrap();
 }
 
+/// `verify-full` to `host` trusting the CA in `ca_var` fails as unavailable, with `reason`.
+async fn assert_verify_full_refuses(host: &str, ca_var: &str, reason: &str) {
+    let _serial = SERIAL.lock().await;
+    let store = connect(&tls_args(host, SslMode::VerifyFull, ca_var)).await;
+    let e = store.ping().await.unwrap_err();
+    assert!(matches!(e, StoreError::DatabaseUnavailable { .. }), "{}", chain(&e));
+    assert!(chain(&e).contains(reason), "{}", chain(&e));
+}
+
 #[tokio::test]
 #[ignore = "needs the testenv: run through the README test command"]
 async fn verify_full_refuses_a_server_its_ca_did_not_sign() {
-    let _serial = SERIAL.lock().await;
-    let store = connect(&tls_args("127.0.0.1", SslMode::VerifyFull, "PG_TLS_OTHER_CA_FILE")).await;
-    let e = store.ping().await.unwrap_err();
-    assert!(matches!(e, StoreError::DatabaseUnavailable { .. }), "{}", chain(&e));
-    assert!(chain(&e).contains("UnknownIssuer"), "{}", chain(&e));
+    assert_verify_full_refuses("127.0.0.1", "PG_TLS_OTHER_CA_FILE", "UnknownIssuer").await;
 }
 
 #[tokio::test]
 #[ignore = "needs the testenv: run through the README test command"]
 async fn verify_full_refuses_a_name_the_certificate_does_not_carry() {
-    let _serial = SERIAL.lock().await;
-    let store = connect(&tls_args("localhost", SslMode::VerifyFull, "PG_TLS_CA_FILE")).await;
-    let e = store.ping().await.unwrap_err();
-    assert!(matches!(e, StoreError::DatabaseUnavailable { .. }), "{}", chain(&e));
-    assert!(chain(&e).contains("certificate not valid for name \"localhost\""), "{}", chain(&e));
+    assert_verify_full_refuses("localhost", "PG_TLS_CA_FILE", "certificate not valid for name \"localhost\"")
+        .await;
 }
 
 #[tokio::test]
