@@ -23,21 +23,12 @@ use jiff::Timestamp;
 /// opens one.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-/// Standby first, so the reader pool (`any`) lands on it and the writer (`read-write`) on the
-/// primary: one store exercises both nodes.
+/// Standby first ([`standby_first_args`]): one store exercises both nodes.
 fn tls_args(host: &str, mode: SslMode, ca_var: &str) -> StoreArgs {
     StoreArgs {
-        pg_hosts: vec![
-            format!("{host}:{}", env("PG_STANDBY_PORT")),
-            format!("{host}:{}", env("PG_PRIMARY_PORT")),
-        ],
-        pg_user: env("PG_SUPERUSER"),
-        pg_password: Some(env("PG_SUPERPASSWORD")),
-        pg_dbname: env("PG_DATABASE"),
-        database_url: None,
         pg_sslmode: mode,
         pg_sslrootcert: Some(PathBuf::from(env(ca_var))),
-        ..args_for("")
+        ..standby_first_args(host)
     }
 }
 

@@ -139,20 +139,25 @@ pub fn testenv(args: &[&str]) {
     assert!(status.success(), "testenv {args:?} failed: {status}");
 }
 
-/// A migrated store whose reader pool is on the standby: the standby is listed first, so the
-/// reader (`any`) lands on it while the writer (`read-write`) skips it.
-pub async fn standby_reader_store() -> Store {
-    let args = StoreArgs {
+/// Both testenv nodes reached as `host`, standby first: the reader pool (`any`) lands on the
+/// standby while the writer pool (`read-write`) skips it.
+pub fn standby_first_args(host: &str) -> StoreArgs {
+    StoreArgs {
         pg_hosts: vec![
-            format!("{}:{}", env("PG_HOST"), env("PG_STANDBY_PORT")),
-            format!("{}:{}", env("PG_HOST"), env("PG_PRIMARY_PORT")),
+            format!("{host}:{}", env("PG_STANDBY_PORT")),
+            format!("{host}:{}", env("PG_PRIMARY_PORT")),
         ],
         pg_user: env("PG_SUPERUSER"),
         pg_password: Some(env("PG_SUPERPASSWORD")),
         pg_dbname: env("PG_DATABASE"),
         database_url: None,
         ..args_for("")
-    };
+    }
+}
+
+/// A migrated store whose reader pool is on the standby ([`standby_first_args`]).
+pub async fn standby_reader_store() -> Store {
+    let args = standby_first_args(&env("PG_HOST"));
     let store =
         Store::connect(&args, local_keys(), DekCache::new(Duration::from_secs(60), 100)).await.unwrap();
     store.migrate().await.unwrap();
