@@ -52,43 +52,13 @@ fi
 panics_before=$(grep -c panicked "$RUN_DIR/run/api.log" 2>/dev/null)
 
 # Run from the output dir: schemathesis writes nothing else, but keep the caller's cwd clean anyway.
-run_schemathesis() {
-  rm -rf "$OUT/report"
-  (cd "$OUT" && PYTHONDONTWRITEBYTECODE=1 HV_RUN_DIR="$RUN_DIR" SCHEMATHESIS_HOOKS="$HERE/schemathesis_hooks.py" \
-    "$VENV/bin/schemathesis" --config-file "$HERE/schemathesis.toml" --no-color run "$API/v1/openapi.json" \
-    -H "Authorization: Bearer $ADMIN" --checks all --phases examples,coverage,fuzzing,stateful \
-    --max-time "$MAX_TIME" --workers 2 --report ndjson,json --report-dir "$OUT/report" \
-    >"$OUT/schemathesis.out" 2>&1)
-}
-# True when the run found nothing (no failure section, no 5xx check) and every error it reports
-# is a crash inside Hypothesis' own engine: seen once in CI, `IndexError` in the target
-# optimiser's hill climb (hypothesis 6.170.15), on a run with 0 check failures and 0 5xx.
-only_engine_crashes() {
-  "$VENV/bin/python" - "$OUT/schemathesis.out" <<'PY'
-import re, sys
-text = open(sys.argv[1]).read()
-if re.search(r"^=+ FAILURES =+$", text, re.M) or "Server error" in text:
-    sys.exit(1)
-m = re.search(r"^=+ ERRORS =+$(.*?)^=+ (WARNINGS|SUMMARY) =+$", text, re.M | re.S)
-if not m:
-    sys.exit(1)
-blocks = re.split(r"^_{3,} .* _{3,}$", m.group(1), flags=re.M)[1:]
-last_frames = [re.findall(r'File "([^"]+)"', b)[-1:] for b in blocks]
-sys.exit(0 if blocks and all(f and "/site-packages/hypothesis/" in f[0] for f in last_frames) else 1)
-PY
-}
 start=$(date +%s)
-run_schemathesis
+(cd "$OUT" && PYTHONDONTWRITEBYTECODE=1 HV_RUN_DIR="$RUN_DIR" SCHEMATHESIS_HOOKS="$HERE/schemathesis_hooks.py" \
+  "$VENV/bin/schemathesis" --config-file "$HERE/schemathesis.toml" --no-color run "$API/v1/openapi.json" \
+  -H "Authorization: Bearer $ADMIN" --checks all --phases examples,coverage,fuzzing,stateful \
+  --max-time "$MAX_TIME" --workers 2 --report ndjson,json --report-dir "$OUT/report" \
+  >"$OUT/schemathesis.out" 2>&1)
 rc=$?
-engine_crashes_retried=0
-if [ "$rc" -ne 0 ] && only_engine_crashes; then
-  # Not the API's doing, and the crashed operation was not fully exercised: run everything again.
-  mv "$OUT/schemathesis.out" "$OUT/schemathesis.engine-crash.out"
-  echo "schemathesis crashed inside Hypothesis (not an API finding; $OUT/schemathesis.engine-crash.out); running again"
-  engine_crashes_retried=1
-  run_schemathesis
-  rc=$?
-fi
 wall=$(($(date +%s) - start))
 echo "schemathesis exit $rc after ${wall} s; full output: $OUT/schemathesis.out"
 grep -E '^ *(API Links|Scenarios|Operations|Test cases):|^ *[0-9]+ generated' "$OUT/schemathesis.out" | sed 's/^ */  /'
@@ -151,7 +121,6 @@ echo "FIGURE schemathesis_stateful_steps ${steps:-0}"
 echo "FIGURE schemathesis_links_followed ${links:-0}"
 echo "FIGURE schemathesis_api_links_covered ${covered:-0}/${total:-0}"
 echo "FIGURE schemathesis_wall_s $wall"
-echo "FIGURE schemathesis_engine_crash_reruns $engine_crashes_retried"
 echo "  statuses: $(fig statuses)"
 sed 's/^/  problem: 5xx /' "$OUT/server_errors" 2>/dev/null
 
