@@ -1,0 +1,1 @@
+"""One module per check: LABEL (its summary line) and run(ctx) (ctx: runner.Context)."""
