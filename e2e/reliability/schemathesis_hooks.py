@@ -9,7 +9,7 @@ Two things keep a fuzzing run from damaging the instance it shares with the othe
   secured operation would lock 127.0.0.1 out for 15 minutes, and from then on every call of this
   run and of the suites after it would be 429. Each probe address fails once and is never used again.
 * The admin token this run authenticates with (`bootstrap-admin`, the one every suite reads from
-  $HV_RUN_DIR/run/admin-token) is never revoked: `DELETE /v1/tokens/bootstrap-admin`, generated or
+  HV_SCHEMATHESIS_ADMIN_TOKEN) is never revoked: `DELETE /v1/tokens/bootstrap-admin`, generated or
   reached through a link from `GET /v1/tokens`, is sent for a token name that does not exist instead.
 
 And one thing keeps Hypothesis itself from crashing the run: nothing is reported to its
@@ -37,7 +37,7 @@ hypothesis.target = _no_target
 
 # Hypothesis reseeds the `random` module for every test case: use the OS source, or the addresses repeat.
 RNG = random.SystemRandom()
-ADMIN = open(os.path.join(os.environ.get("HV_RUN_DIR", "/tmp/hyperion-vault-run"), "run", "admin-token")).read().strip()
+ADMIN = os.environ["HV_SCHEMATHESIS_ADMIN_TOKEN"]
 PROTECTED_TOKENS = {"bootstrap-admin"}
 _send = requests.adapters.HTTPAdapter.send
 
