@@ -1,4 +1,4 @@
-"""Schemathesis hooks for e2e/reliability/schemathesis.sh (loaded through SCHEMATHESIS_HOOKS).
+"""Schemathesis hooks for the schemathesis check, checks/schemathesis.py (loaded through SCHEMATHESIS_HOOKS).
 
 Two things keep a fuzzing run from damaging the instance it shares with the other suites:
 

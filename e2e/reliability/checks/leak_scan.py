@@ -26,7 +26,7 @@ Positive controls prove the scan can fail: a marker inserted in plaintext into a
 in etcd), and one written raw and one base64-embedded into a log file under run/ (must be found).
 Every PostgreSQL data dir found under the run dir must hold at least one control marker: the live
 ones hold this check's row; a moved-aside one must hold a control row written before the failover
-(failover.py inserts one, scope `control`).
+(checks/failover.py inserts one, scope `control`).
 """
 import base64
 import json
